@@ -1,0 +1,1 @@
+"""Attacks, installed as ``fedbench.attacks``. Each module registers with ``register_attack``."""

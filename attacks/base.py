@@ -1,0 +1,125 @@
+"""Base class of attacks, the attacker's knowledge, and the ground truth used only for scoring.
+
+An attack declares the views it can use, strongest first (``views``). The harness hands it the
+strongest view the defenses leave open, together with :class:`AttackerKnowledge` (public facts and
+the population split). ``run`` never receives private data; ``score`` alone receives
+:class:`GroundTruth`.
+
+Example:
+    >>> from fedbench.fl.transcript import ViewKind
+    >>> class Guess(Attack):
+    ...     views = (ViewKind.FINAL_MODEL,)
+    ...     def run(self, view, knowledge):
+    ...         return AttackResult(scores=np.zeros(len(knowledge.candidates)))
+    ...     def score(self, result, truth):
+    ...         return []
+    >>> Guess().choose_view({ViewKind.FINAL_MODEL, ViewKind.AGGREGATE})
+    <ViewKind.FINAL_MODEL: 'final_model'>
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedbench.data.tensors import TensorData
+from fedbench.fl.recipe import TrainingRecipe
+from fedbench.fl.transcript import View, ViewKind
+from fedbench.metrics.base import Metric
+
+
+@dataclass(frozen=True)
+class AttackerKnowledge:
+    """What the attacker knows besides the view: public configuration and population data.
+
+    Attributes:
+        model_factory: Builds a fresh model of the run's architecture (load view params into it).
+        input_shape: Shape of one example.
+        num_classes: Number of classes.
+        data_kind: "image" (values in [0, 1]) or "tabular".
+        recipe: The public client-training recipe (lr, steps, batch size).
+        fl: Public FL settings (num_clients, rounds, clients per round, weighting...).
+        defenses: Public parameters of the defenses that ran, by name.
+        population: The held-out population split (never given to a client).
+        candidates: Records whose membership the attacker must guess (membership hidden; ids
+            renumbered so they carry no information), or None.
+        device: Device to run on.
+        seed: Seed of the attack's own random stream.
+    """
+
+    model_factory: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    data_kind: str
+    recipe: TrainingRecipe
+    fl: dict[str, Any]
+    defenses: dict[str, dict[str, Any]]
+    population: TensorData
+    candidates: TensorData | None
+    device: torch.device
+    seed: int
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Private truth, given only to ``Attack.score``.
+
+    Attributes:
+        examples: The private examples behind the attacked update or aggregate (inversion).
+        membership: 1 for members, 0 for non-members, aligned with ``knowledge.candidates``.
+    """
+
+    examples: TensorData | None = None
+    membership: np.ndarray | None = None
+
+
+@dataclass
+class AttackResult:
+    """What an attack produced.
+
+    Attributes:
+        scores: Membership score per candidate (higher = more likely a member).
+        reconstruction: Reconstructed inputs (gradient inversion).
+        labels: Recovered labels (gradient inversion).
+        extras: Anything else worth recording (iterations, final loss...).
+    """
+
+    scores: np.ndarray | None = None
+    reconstruction: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """Base class of attacks.
+
+    Attributes:
+        views: The views this attack can use, strongest first.
+        target_round: The round whose update/aggregate is attacked (negative counts from the end).
+    """
+
+    views: ClassVar[tuple[ViewKind, ...]] = ()
+    target_round: int = 0
+
+    def choose_view(self, open_views: Collection[ViewKind]) -> ViewKind | None:
+        """The strongest of this attack's views that is open, or None."""
+        return next((v for v in self.views if v in open_views), None)
+
+    @abstractmethod
+    def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
+        """Attack the view. Must not need anything private."""
+
+    @abstractmethod
+    def score(self, result: AttackResult, truth: GroundTruth) -> list[Metric]:
+        """Score the result against the ground truth."""
+
+    def figures(self, result: AttackResult, truth: GroundTruth, folder: Path) -> list[Path]:
+        """Write figures for this result under ``folder`` (optional); return their paths."""
+        return []

@@ -1,0 +1,1 @@
+"""Defenses, installed as ``fedbench.defenses``. Each module registers with ``register_defense``."""

@@ -1,0 +1,1 @@
+"""Federated simulation: stages, channel, round pipeline, Transcript."""

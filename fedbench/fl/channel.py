@@ -1,0 +1,128 @@
+"""The channel: how client updates travel to the server and are summed there.
+
+The channel is the one stage that decides what the server can see of a single client. The
+plaintext channel reveals every update; secure aggregation and homomorphic encryption reveal
+only the sum. ``aggregate`` is the server's hot path that benchmarks/ times.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedbench.errors import AggregationError, BadClientUpdate
+from fedbench.fl.context import RoundContext
+from fedbench.fl.stages import Stage
+
+
+@dataclass(frozen=True)
+class EncodedUpdate:
+    """One client's message on the wire.
+
+    Attributes:
+        client_id: The sender.
+        payload: What the server receives (a vector, masked vector, ciphertexts, bytes...).
+        nbytes: Its serialized size in bytes.
+    """
+
+    client_id: int
+    payload: Any
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """The server's result for one round.
+
+    Attributes:
+        total: Sum of the contributing clients' updates (float64, decoded).
+        contributors: Clients whose updates are in ``total``.
+        dropped: Clients that dropped out or were excluded, with the reason or protocol stage.
+        upload_bytes: Bytes each client sent in this round, all protocol messages included.
+        download_bytes: Bytes each client received from the channel in this round (beyond the
+            model broadcast), e.g. other clients' public keys or the encrypted aggregate.
+        stats: Channel-specific numbers (e.g. quantization error, maximum decoding error).
+    """
+
+    total: np.ndarray
+    contributors: tuple[int, ...]
+    dropped: dict[int, str] = field(default_factory=dict)
+    upload_bytes: dict[int, int] = field(default_factory=dict)
+    download_bytes: dict[int, int] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Channel(Stage):
+    """Base class of channels.
+
+    A round calls ``begin_round`` once, ``encode`` once per client that finished training, then
+    ``aggregate`` once with the messages that arrived. A channel that cannot produce the exact sum
+    raises :class:`~fedbench.errors.AggregationError` and returns nothing.
+
+    Attributes:
+        reveals_client_updates: Whether the server can read a single client's update; when False
+            the Transcript's ``client_update`` view is closed.
+    """
+
+    name: ClassVar[str] = "channel"
+    reveals_client_updates: ClassVar[bool] = False
+
+    def begin_round(self, ctx: RoundContext) -> None:
+        """Per-round set-up (key exchange...) for the clients in ``ctx.sampled``."""
+
+    @abstractmethod
+    def encode(self, client_id: int, update: np.ndarray) -> EncodedUpdate:
+        """Client side: turn a float32 update into the message sent to the server."""
+
+    @abstractmethod
+    def aggregate(self, messages: Mapping[int, EncodedUpdate]) -> AggregateResult:
+        """Server side: the sum of the updates in ``messages``."""
+
+    def reveal(self, message: EncodedUpdate) -> np.ndarray | None:
+        """What the server can read of one message: the update, or None if it is hidden."""
+        return None
+
+
+def check_update(client_id: int, update: np.ndarray, dim: int) -> None:
+    """Reject a malformed update: wrong shape or dtype, NaN or infinite entries."""
+    if update.ndim != 1 or update.shape[0] != dim:
+        raise BadClientUpdate(client_id, f"update has shape {update.shape}, expected ({dim},)")
+    if not np.issubdtype(update.dtype, np.floating):
+        raise BadClientUpdate(client_id, f"update has dtype {update.dtype}, expected float")
+    finite = np.isfinite(update)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise BadClientUpdate(
+            client_id, f"update has {int((~finite).sum())} NaN/Inf entries (first at index {bad})"
+        )
+
+
+class PlaintextChannel(Channel):
+    """No protection: the server receives every update in the clear and sums them."""
+
+    name: ClassVar[str] = "plaintext"
+    reveals_client_updates: ClassVar[bool] = True
+
+    def encode(self, client_id: int, update: np.ndarray) -> EncodedUpdate:
+        payload = np.ascontiguousarray(update, dtype=np.float32)
+        return EncodedUpdate(client_id, payload, payload.nbytes)
+
+    def aggregate(self, messages: Mapping[int, EncodedUpdate]) -> AggregateResult:
+        if not messages:
+            raise AggregationError("plaintext: no client update arrived this round")
+        ids = tuple(messages)
+        total = np.zeros(messages[ids[0]].payload.shape, dtype=np.float64)
+        for message in messages.values():
+            total += message.payload
+        return AggregateResult(
+            total=total,
+            contributors=ids,
+            upload_bytes={i: messages[i].nbytes for i in ids},
+        )
+
+    def reveal(self, message: EncodedUpdate) -> np.ndarray | None:
+        return np.asarray(message.payload)

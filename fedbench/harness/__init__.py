@@ -1,0 +1,1 @@
+"""Suite expansion, cell execution, result records, tables."""

@@ -1,0 +1,340 @@
+"""Run one cell: build data, model and defenses, simulate, run the attacks, make records."""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fedbench.attacks.base import Attack, AttackerKnowledge, GroundTruth
+from fedbench.defenses.base import Defense
+from torch import nn
+
+from fedbench.config import ExperimentConfig
+from fedbench.data.federated import FederatedData, federate
+from fedbench.data.tensors import TensorData
+from fedbench.fl.pipeline import Pipeline
+from fedbench.fl.simulation import PrivateLog, Simulation, SimulationResult, recipe_from
+from fedbench.fl.transcript import Transcript, View, ViewKind
+from fedbench.harness.environment import git_commit, host, versions
+from fedbench.harness.suite import Cell
+from fedbench.metrics.base import Metric
+from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS
+from fedbench.seeding import Streams
+
+
+def build_data(cfg: ExperimentConfig, streams: Streams) -> FederatedData:
+    """Load and split the experiment's dataset (partition stream)."""
+    dataset = DATASETS.create(cfg.data.name, cfg.data.params)
+    partitioner = PARTITIONERS.create(cfg.partition.name, cfg.partition.params)
+    return federate(
+        dataset,
+        partitioner=partitioner,
+        num_clients=cfg.fl.num_clients,
+        test_fraction=cfg.split.test_fraction,
+        population_fraction=cfg.split.population_fraction,
+        max_train_examples=cfg.split.max_train_examples,
+        rng=streams.numpy("partition"),
+    )
+
+
+def model_factory(
+    cfg: ExperimentConfig, data: FederatedData, streams: Streams
+) -> Callable[[], nn.Module]:
+    """A factory that builds the model with the same initialisation every call.
+
+    Initialisation draws from the "model_init" stream inside ``fork_rng``, so torch's global
+    random state is left as it was.
+    """
+    seed = streams.integer_seed("model_init")
+
+    def build() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model: nn.Module = MODELS.create(
+                cfg.model.name, cfg.model.params,
+                in_shape=data.input_shape, num_classes=data.num_classes,
+            )
+        return model
+
+    return build
+
+
+def membership_candidates(
+    data: FederatedData, private: PrivateLog, limit: int, rng: np.random.Generator
+) -> tuple[TensorData, np.ndarray]:
+    """Members (examples of clients that contributed) and as many test non-members, shuffled.
+
+    The returned records carry renumbered ids (0..n-1) so that ids reveal nothing.
+    """
+    members_pool = [data.clients[c] for c in sorted(private.participants)]
+    if not members_pool:
+        raise ValueError("no client contributed to training, so there are no members")
+    members = members_pool[0]
+    for part in members_pool[1:]:
+        members = members.concat(part)
+    count = min(limit, len(members), len(data.test))
+    chosen_members = members.subset(rng.choice(len(members), size=count, replace=False))
+    chosen_non = data.test.subset(rng.choice(len(data.test), size=count, replace=False))
+    both = chosen_members.concat(chosen_non)
+    labels = np.concatenate([np.ones(count, dtype=int), np.zeros(count, dtype=int)])
+    order = rng.permutation(2 * count)
+    shuffled = both.subset(order)
+    return TensorData(shuffled.x, shuffled.y, torch.arange(2 * count)), labels[order]
+
+
+def examples_by_id(data: FederatedData, ids: torch.Tensor) -> TensorData:
+    """The client examples with the given global ids, in the order of ``ids``."""
+    pool = data.clients[0]
+    for part in data.clients[1:]:
+        pool = pool.concat(part)
+    position = {int(i): p for p, i in enumerate(pool.ids.tolist())}
+    return pool.subset(np.array([position[int(i)] for i in ids.tolist()], dtype=np.int64))
+
+
+@dataclass
+class _Planned:
+    name: str
+    attack: Attack
+    view: ViewKind | None
+
+
+def _view_and_truth(
+    plan: _Planned, sim: SimulationResult, data: FederatedData
+) -> tuple[View, GroundTruth]:
+    transcript = sim.transcript
+    round_index = plan.attack.target_round
+    if plan.view == ViewKind.CLIENT_UPDATE:
+        single = transcript.client_update_view(
+            round_index, getattr(plan.attack, "target_client", None)
+        )
+        ids = sim.private.used_ids[(single.round, single.client_id)]
+        return single, GroundTruth(examples=examples_by_id(data, ids))
+    if plan.view == ViewKind.AGGREGATE:
+        agg = transcript.aggregate_view(round_index)
+        ids = torch.cat([sim.private.used_ids[(agg.round, c)] for c in agg.contributors])
+        return agg, GroundTruth(examples=examples_by_id(data, ids))
+    if plan.view == ViewKind.MODEL_SEQUENCE:
+        return transcript.model_sequence_view(), GroundTruth()
+    return transcript.final_model_view(), GroundTruth()
+
+
+def _plaintext_sum_seconds(n: int, dim: int, repeats: int = 5) -> float:
+    """Best-of time of a float32 sum of n vectors of length dim (the same-run baseline)."""
+    stack = np.random.default_rng(0).standard_normal((max(n, 1), dim), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        stack.sum(axis=0)
+        best = min(best, time.perf_counter() - tick)
+    return best
+
+
+class CellRun:
+    """Executes one cell and produces its records."""
+
+    def __init__(self, cell: Cell, *, figures_dir: Path | None = None, progress: bool = False):
+        self.cell = cell
+        self.cfg = cell.config
+        self.figures_dir = figures_dir
+        self.progress = progress
+        self.run_id = uuid.uuid4().hex
+        self.rows: list[dict[str, Any]] = []
+        self.insecure: list[str] = []
+
+    def _row(
+        self, metric: Metric, *, source: str, attack: str | None = None, view: str | None = None,
+        status: str = "ok",
+    ) -> None:
+        self.rows.append({
+            "type": "metric",
+            "run": self.run_id,
+            **self.cell.keys(),
+            "source": source,
+            "attack": attack,
+            "view": view,
+            "metric": metric.name,
+            "value": None if metric.value is None else float(metric.value),
+            "higher_is_better": metric.higher_is_better,
+            "kind": metric.kind,
+            "unit": metric.unit,
+            "note": metric.note,
+            "timing": metric.timing,
+            "status": status,
+        })
+
+    def execute(self) -> list[dict[str, Any]]:
+        """Run the cell; always returns rows ending with the ``cell`` row (ok or failed)."""
+        started = time.time()
+        tick = time.perf_counter()
+        status, error, trace = "ok", None, None
+        try:
+            self._execute()
+        except Exception as err:  # a failed cell is recorded, and reruns on resume
+            status = "failed"
+            error = "".join(traceback.format_exception_only(type(err), err)).strip()
+            trace = traceback.format_exc()[-4000:]
+            self.rows = []
+        insecure = "; ".join(self.insecure) or None
+        for row in self.rows:
+            row["insecure"] = insecure
+        self.rows.append({
+            "type": "cell",
+            "run": self.run_id,
+            **self.cell.keys(),
+            "label": self.cell.label,
+            "status": status,
+            "error": error,
+            "traceback": trace,
+            "insecure": insecure,
+            "config": self.cfg.model_dump(mode="json"),
+            "seeds": {"seed": self.cfg.seed},
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "host": host(),
+            "started": started,
+            "duration_s": time.perf_counter() - tick,
+        })
+        return self.rows
+
+    def _execute(self) -> None:
+        cfg = self.cfg
+        streams = Streams(cfg.seed)
+        data = build_data(cfg, streams)
+        factory = model_factory(cfg, data, streams)
+        defenses: list[tuple[str, Defense]] = [
+            (d.name, DEFENSES.create(d.name, d.params)) for d in cfg.defenses
+        ]
+        self.insecure = [f"{n}: {d.insecure}" for n, d in defenses if d.insecure]
+        pipeline = Pipeline(defenses)
+        plans = [_Planned(a.name, ATTACKS.create(a.name, a.params), None) for a in cfg.attacks]
+        reveals = pipeline.channel.reveals_client_updates
+        open_views = Transcript(rounds=cfg.fl.rounds, reveals_client_updates=reveals).open_views()
+        for plan in plans:
+            plan.view = plan.attack.choose_view(open_views)
+        per_round = {ViewKind.CLIENT_UPDATE, ViewKind.AGGREGATE}
+        transcript = Transcript(
+            rounds=cfg.fl.rounds,
+            keep_rounds={p.attack.target_round for p in plans if p.view in per_round},
+            keep_model_sequence=any(p.view == ViewKind.MODEL_SEQUENCE for p in plans),
+            reveals_client_updates=reveals,
+        )
+        sim = Simulation(
+            model_factory=factory, data=data, fl=cfg.fl, pipeline=pipeline, streams=streams,
+            transcript=transcript, device=cfg.device, progress=self.progress,
+        ).run()
+        self._run_metrics(sim, data)
+        for name, defense in defenses:
+            self._defense_metrics(name, defense)
+        for index, plan in enumerate(plans):
+            self._attack(index, plan, sim, data, factory, streams)
+
+    def _run_metrics(self, sim: SimulationResult, data: FederatedData) -> None:
+        history = sim.history
+        last_eval = next(r for r in reversed(history) if "accuracy" in r)
+        failed = sum(1 for r in history if r.get("failed"))
+        dropped = sum(r.get("dropped", 0) for r in history)
+        contributions = sum(r.get("contributors", 0) for r in history)
+        upload = sum(r.get("upload_bytes", 0) for r in history)
+        dim = sim.transcript.final_params.numel() if sim.transcript.final_params is not None else 0
+        ok_rounds = max(1, len(history) - failed)
+        plain = _plaintext_sum_seconds(round(self.cfg.fl.expected_clients), dim)
+        for metric in (
+            Metric("accuracy", last_eval["accuracy"], True, kind="utility"),
+            Metric("test_loss", last_eval["loss"], False, kind="utility"),
+            Metric("rounds_failed", failed, False, kind="utility"),
+            Metric("clients_dropped", dropped, False, kind="utility"),
+            Metric("upload_bytes_per_client", upload / max(1, contributions), False,
+                   kind="cost", unit="bytes"),
+            Metric("upload_bytes_per_param", upload / max(1, contributions) / max(1, dim), False,
+                   kind="cost", unit="bytes"),
+            Metric("aggregate_seconds_per_round", sim.timings["channel_aggregate"] / ok_rounds,
+                   False, kind="cost", unit="s", timing=True),
+            Metric("aggregation_time_ratio",
+                   sim.timings["channel_aggregate"] / ok_rounds / max(plain, 1e-9), False,
+                   kind="cost", unit="×", timing=True,
+                   note="server aggregation per round / float32 sum of the same shape, same run"),
+            Metric("encode_seconds_per_client",
+                   sim.timings["channel_encode"] / max(1, contributions), False,
+                   kind="cost", unit="s", timing=True),
+            Metric("num_params", dim, None, kind="info"),
+        ):
+            self._row(metric, source="fl")
+
+    def _defense_metrics(self, name: str, defense: Defense) -> None:
+        report = defense.privacy_spent(self.cfg.delta)
+        if report is not None:
+            note = (
+                f"δ={report.delta:g}, {report.level}-level, accountant={report.accountant}, "
+                f"secure_mode={report.secure_mode}" + (f"; {report.note}" if report.note else "")
+            )
+            self._row(Metric("epsilon", report.epsilon, False, kind="privacy", note=note),
+                      source=f"defense:{name}")
+        for metric in defense.metrics():
+            self._row(metric, source=f"defense:{name}")
+
+    def _attack(
+        self,
+        index: int,
+        plan: _Planned,
+        sim: SimulationResult,
+        data: FederatedData,
+        factory: Callable[[], nn.Module],
+        streams: Streams,
+    ) -> None:
+        source = f"attack:{plan.name}"
+        if plan.view is None:
+            wanted = ", ".join(v.value for v in plan.attack.views)
+            reason = f"not applicable: needs one of [{wanted}], the defenses leave none open"
+            self._row(Metric("applicable", None, None, note=reason), source=source,
+                      attack=plan.name, status="not_applicable")
+            return
+        try:
+            view, truth = _view_and_truth(plan, sim, data)
+        except KeyError as err:
+            self._row(Metric("applicable", None, None, note=f"not applicable: {err.args[0]}"),
+                      source=source, attack=plan.name, view=plan.view.value,
+                      status="not_applicable")
+            return
+        candidates, membership = membership_candidates(
+            data, sim.private, self.cfg.mia_candidates, streams.numpy("candidates")
+        )
+        knowledge = AttackerKnowledge(
+            model_factory=factory,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            data_kind=data.kind,
+            recipe=recipe_from(self.cfg.fl),
+            fl=self.cfg.fl.model_dump(mode="json"),
+            defenses={d.name: d.params for d in self.cfg.defenses},
+            population=data.population,
+            candidates=candidates,
+            device=torch.device(self.cfg.device),
+            seed=streams.integer_seed("attack", index),
+        )
+        truth = GroundTruth(examples=truth.examples, membership=membership)
+        tick = time.perf_counter()
+        result = plan.attack.run(view, knowledge)
+        seconds = time.perf_counter() - tick
+        for metric in plan.attack.score(result, truth):
+            self._row(metric, source=source, attack=plan.name, view=plan.view.value)
+        self._row(Metric("attack_seconds", seconds, None, kind="cost", unit="s", timing=True),
+                  source=source, attack=plan.name, view=plan.view.value)
+        if self.figures_dir is not None:
+            folder = self.figures_dir / self.cell.id
+            for path in plan.attack.figures(result, truth, folder):
+                self._row(Metric("figure", None, None, note=str(path)), source=source,
+                          attack=plan.name, view=plan.view.value)
+
+
+def run_cell(
+    cell: Cell, *, figures_dir: Path | None = None, progress: bool = False
+) -> list[dict[str, Any]]:
+    """Execute ``cell`` and return its records (metric rows, then one ``cell`` row)."""
+    return CellRun(cell, figures_dir=figures_dir, progress=progress).execute()

@@ -1,0 +1,116 @@
+"""Long-format result records in JSON Lines, appended atomically.
+
+A finished cell writes its metric rows followed by one ``cell`` row, all in a single ``write``
+on a file opened for appending, then ``fsync``. Every row carries the cell's ``run`` id. When
+reading, metric rows count only if the ``cell`` row of the same run is present and says ``ok``,
+so a run killed mid-write leaves no half cell behind (its rows are ignored and the cell reruns),
+and a cell written twice is counted once (the first complete run wins).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedbench.errors import ResultsError
+
+RECORDS_FILE = "records.jsonl"
+
+
+def append_records(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Append ``rows`` to ``path`` in one write (creating folders as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, blob)
+        if written != len(blob):
+            raise OSError(f"short write to {path}: {written} of {len(blob)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class RecordSet:
+    """The valid records of one or more record files.
+
+    Attributes:
+        metrics: Metric rows of complete cells.
+        cells: Complete cell rows (status ok), by cell id.
+        failed: Cell rows with status failed (latest per cell), by cell id.
+        problems: One line per skipped line: file, line number and reason.
+    """
+
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    cells: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        """Metric rows as a DataFrame (one row per cell × metric)."""
+        return pd.DataFrame(self.metrics)
+
+
+def _lines(path: Path) -> Iterable[tuple[int, str]]:
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        yield from enumerate(handle, start=1)
+
+
+def read_records(paths: Path | Iterable[Path]) -> RecordSet:
+    """Read record files, skipping (and reporting) corrupted or truncated lines."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for path in files:
+        for number, line in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(f"{path}:{number}: not valid JSON ({err.msg}); line skipped")
+                continue
+            if not isinstance(row, dict) or row.get("type") not in ("metric", "cell"):
+                problems.append(f"{path}:{number}: not a fedbench record; line skipped")
+                continue
+            if not row.get("run") or not row.get("cell"):
+                problems.append(f"{path}:{number}: record without cell/run id; line skipped")
+                continue
+            rows.append(row)
+    result = RecordSet(problems=problems)
+    complete_runs: dict[str, str] = {}  # cell -> the run that counts
+    for row in rows:
+        if row["type"] != "cell":
+            continue
+        if row.get("status") == "ok":
+            if row["cell"] not in complete_runs:
+                complete_runs[row["cell"]] = row["run"]
+                result.cells[row["cell"]] = row
+        else:
+            result.failed[row["cell"]] = row
+    for cell in complete_runs:
+        result.failed.pop(cell, None)
+    counted = set(complete_runs.values())
+    result.metrics = [r for r in rows if r["type"] == "metric" and r["run"] in counted]
+    return result
+
+
+def read_results_dir(folder: Path) -> RecordSet:
+    """Read ``folder/records.jsonl``, explaining what was expected if it is not there."""
+    if not folder.exists():
+        raise ResultsError(f"results folder {folder} does not exist")
+    path = folder / RECORDS_FILE
+    if not path.exists():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
+        raise ResultsError(
+            f"{folder} holds no {RECORDS_FILE} (found: {found}); expected the folder that "
+            "`fedbench run` wrote, e.g. results/quick"
+        )
+    return read_records(path)

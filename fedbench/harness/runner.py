@@ -1,0 +1,64 @@
+"""Run the cells of a suite, skipping cells whose records are complete."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from fedbench.config import SuiteConfig
+from fedbench.harness.cell import run_cell
+from fedbench.harness.records import RECORDS_FILE, append_records, read_records
+from fedbench.harness.suite import Cell, expand
+
+
+@dataclass
+class RunSummary:
+    """What a suite run did."""
+
+    folder: Path
+    total: int
+    skipped: int
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def run_suite(
+    suite: SuiteConfig,
+    *,
+    results_root: Path,
+    progress: bool = True,
+    cells: list[Cell] | None = None,
+) -> RunSummary:
+    """Run every cell of ``suite`` without complete records under ``results_root/<name>``.
+
+    Each finished cell's records are appended atomically before the next cell starts, so a
+    killed run loses at most the cell in flight.
+    """
+    folder = results_root / suite.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "suite.yaml").write_text(
+        yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    records = folder / RECORDS_FILE
+    complete = set(read_records(records).cells) if records.exists() else set()
+    all_cells = cells if cells is not None else expand(suite)
+    todo = [c for c in all_cells if c.id not in complete]
+    summary = RunSummary(folder=folder, total=len(all_cells), skipped=len(all_cells) - len(todo))
+    figures = folder / "figures"
+    bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.label)
+        rows = run_cell(cell, figures_dir=figures, progress=progress)
+        append_records(records, rows)
+        final = rows[-1]
+        if final["status"] == "ok":
+            summary.done.append(cell.id)
+        else:
+            summary.failed[cell.label] = str(final["error"])
+    if figures.exists() and not any(figures.iterdir()):
+        shutil.rmtree(figures)
+    return summary

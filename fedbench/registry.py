@@ -1,0 +1,209 @@
+"""One generic registry for datasets, partitioners, models, defenses and attacks.
+
+Components register under a name; configs refer to them by name plus keyword parameters. The
+parameters are validated against a pydantic model derived from the component's keyword
+arguments (names, type hints, defaults), so a typo or a bad value fails before any work starts.
+
+Example:
+    >>> from fedbench.registry import Registry
+    >>> SHAPES: Registry[object] = Registry("shape")
+    >>> @SHAPES.register("square")
+    ... class Square:
+    ...     def __init__(self, *, side: float = 1.0) -> None:
+    ...         self.side = side
+    >>> SHAPES.create("square", {"side": 2}).side
+    2.0
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from fedbench.errors import ConfigError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Component(Generic[T]):
+    """A registered component: its factory, its parameter schema and a one-line summary."""
+
+    name: str
+    factory: Callable[..., T]
+    params_model: type[BaseModel]
+    context: tuple[str, ...]
+    summary: str
+
+    def parameters(self) -> dict[str, str]:
+        """Parameter name -> 'type = default' (for `fedbench list`)."""
+        out = {}
+        for field_name, field in self.params_model.model_fields.items():
+            ann = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            ann = ann.replace("typing.", "")
+            out[field_name] = ann if field.is_required() else f"{ann} = {field.default!r}"
+        return out
+
+
+def _params_model(
+    name: str, factory: Callable[..., Any], context: Sequence[str]
+) -> type[BaseModel]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    hints = typing.get_type_hints(target)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(target).parameters.values():
+        if param.name in ("self", *context):
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+    model: type[BaseModel] = create_model(
+        f"{name}_params", __config__=config, **fields
+    )
+    return model
+
+
+def format_validation_error(where: str, err: ValidationError, allowed: Sequence[str]) -> str:
+    """Turn a pydantic error into one line per problem that names the field."""
+    lines = []
+    for problem in err.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "(root)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown parameter '{field}'; allowed: {', '.join(allowed)}")
+        elif problem["type"] == "missing":
+            lines.append(f"{where}: missing required parameter '{field}'")
+        else:
+            value = problem.get("input")
+            lines.append(f"{where}: parameter '{field}' = {value!r}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+class Registry(Generic[T]):
+    """Named components of one kind (one registry per family).
+
+    Args:
+        kind: Human-readable family name used in error messages ("attack", "defense"...).
+        builtin: Packages whose modules are imported (recursively) on first use so that their
+            ``@register`` decorators run.
+        entry_point_group: Entry-point group through which third-party packages add components.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        builtin: Sequence[str] = (),
+        entry_point_group: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self._builtin = tuple(builtin)
+        self._entry_point_group = entry_point_group
+        self._components: dict[str, Component[T]] = {}
+        self._loaded = not self._builtin and entry_point_group is None
+
+    def register(self, name: str, *, context: Sequence[str] = ()) -> Callable[[F], F]:
+        """Decorator registering a class or factory function under ``name``.
+
+        Args:
+            name: The name configs use.
+            context: Arguments the harness supplies (e.g. a model's input shape); they are not
+                part of the user-facing parameters.
+        """
+
+        def decorator(factory: F) -> F:
+            if name in self._components and self._components[name].factory is not factory:
+                raise ConfigError(f"{self.kind} '{name}' is registered twice")
+            doc = inspect.getdoc(factory) or ""
+            self._components[name] = Component(
+                name=name,
+                factory=factory,
+                params_model=_params_model(name, factory, context),
+                context=tuple(context),
+                summary=doc.splitlines()[0] if doc else "",
+            )
+            return factory
+
+        return decorator
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for package_name in self._builtin:
+            package = importlib.import_module(package_name)
+            for info in pkgutil.walk_packages(getattr(package, "__path__", []), f"{package_name}."):
+                importlib.import_module(info.name)
+        if self._entry_point_group:
+            for ep in entry_points(group=self._entry_point_group):
+                loaded = ep.load()
+                if callable(loaded) and ep.name not in self._components:
+                    self.register(ep.name)(loaded)
+
+    def names(self) -> list[str]:
+        """Sorted names of all registered components."""
+        self._load()
+        return sorted(self._components)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._components
+
+    def get(self, name: str) -> Component[T]:
+        """The component registered as ``name``; a clear error lists the allowed names."""
+        self._load()
+        try:
+            return self._components[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'; allowed: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def _validated(self, name: str, params: Mapping[str, Any] | None) -> BaseModel:
+        component = self.get(name)
+        try:
+            return component.params_model.model_validate(dict(params or {}))
+        except ValidationError as err:
+            allowed = list(component.params_model.model_fields)
+            raise ConfigError(
+                format_validation_error(f"{self.kind} '{name}'", err, allowed)
+            ) from None
+
+    def validate(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Validated parameters with defaults filled in (JSON-compatible)."""
+        return self._validated(name, params).model_dump(mode="json")
+
+    def create(self, name: str, params: Mapping[str, Any] | None = None, **context: Any) -> T:
+        """Validate ``params`` and build the component, passing ``context`` through."""
+        model = self._validated(name, params)
+        values = {k: getattr(model, k) for k in type(model).model_fields}
+        return self.get(name).factory(**values, **context)
+
+
+# The component families. Built-in components live in these packages.
+DATASETS: Registry[Any] = Registry("dataset", builtin=("fedbench.data",))
+PARTITIONERS: Registry[Any] = Registry("partitioner", builtin=("fedbench.data",))
+MODELS: Registry[Any] = Registry("model", builtin=("fedbench.models",))
+DEFENSES: Registry[Any] = Registry(
+    "defense", builtin=("fedbench.defenses",), entry_point_group="fedbench.defenses"
+)
+ATTACKS: Registry[Any] = Registry(
+    "attack", builtin=("fedbench.attacks",), entry_point_group="fedbench.attacks"
+)
+
+register_dataset = DATASETS.register
+register_partitioner = PARTITIONERS.register
+register_model = MODELS.register
+register_defense = DEFENSES.register
+register_attack = ATTACKS.register
