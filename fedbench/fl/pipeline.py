@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedbench.defenses.base import Defense
-
 from fedbench.errors import ConfigError
 from fedbench.fl.channel import Channel, PlaintextChannel
 from fedbench.fl.client import SGDTraining

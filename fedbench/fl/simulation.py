@@ -142,19 +142,24 @@ class Simulation:
                 f"data has {len(data.clients)} clients, fl.num_clients is {fl.num_clients}"
             )
 
-    def run(self) -> SimulationResult:
-        """Run all rounds and return the result."""
+    def setup(self) -> None:
+        """Set up the defense stages and record w_0 (done by ``run``; call it before
+        ``run_round`` when driving rounds one at a time)."""
         self.pipeline.setup(self.run_info)
-        private = PrivateLog()
-        history: list[dict[str, Any]] = []
-        timings = {
+        self.private = PrivateLog()
+        self.timings = {
             "total": 0.0, "client_training": 0.0, "channel_encode": 0.0, "channel_aggregate": 0.0
         }
         self.transcript.record_params(get_flat(self.model))
+
+    def run(self) -> SimulationResult:
+        """Run all rounds and return the result."""
+        self.setup()
+        history: list[dict[str, Any]] = []
         start = time.perf_counter()
         bar = tqdm(range(self.fl.rounds), desc="rounds", disable=not self.progress, leave=False)
         for t in bar:
-            row = self._round(t, private, timings)
+            row = self.run_round(t)
             last = t == self.fl.rounds - 1
             if (t + 1) % self.fl.eval_every == 0 or last:
                 row["accuracy"], row["loss"] = evaluate(self.model, self.data.test)
@@ -162,10 +167,15 @@ class Simulation:
             history.append(row)
             if row.get("failed") and self.fl.on_failed_round == "stop":
                 break
-        timings["total"] = time.perf_counter() - start
-        return SimulationResult(self.model, history, self.transcript, private, timings)
+        self.timings["total"] = time.perf_counter() - start
+        return SimulationResult(self.model, history, self.transcript, self.private, self.timings)
 
-    def _round(self, t: int, private: PrivateLog, timings: dict[str, float]) -> dict[str, Any]:
+    def run_round(self, t: int) -> dict[str, Any]:
+        """Run round ``t`` (after ``setup``): update the global model, record the transcript.
+
+        Returns the round's history row (without evaluation).
+        """
+        private, timings = self.private, self.timings
         sampled = self.sampler.sample(t)
         ctx = RoundContext(
             round=t,

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedbench.attacks.base import Attack, AttackerKnowledge, GroundTruth
-from fedbench.defenses.base import Defense
 from torch import nn
 
+from fedbench.attacks.base import Attack, AttackerKnowledge, GroundTruth
 from fedbench.config import ExperimentConfig
 from fedbench.data.federated import FederatedData, federate
 from fedbench.data.tensors import TensorData
+from fedbench.defenses.base import Defense
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.simulation import PrivateLog, Simulation, SimulationResult, recipe_from
 from fedbench.fl.transcript import Transcript, View, ViewKind

@@ -24,11 +24,18 @@ RECORDS_FILE = "records.jsonl"
 
 
 def append_records(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Append ``rows`` to ``path`` in one write (creating folders as needed)."""
+    """Append ``rows`` to ``path`` in one write (creating folders as needed).
+
+    If an earlier writer was killed mid-line, the partial line is first terminated so that it
+    stays one (skipped) corrupted line instead of swallowing the first new row.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            blob = b"\n" + blob
         written = os.write(fd, blob)
         if written != len(blob):
             raise OSError(f"short write to {path}: {written} of {len(blob)} bytes")

@@ -1,0 +1,67 @@
+"""Harness overhead of one FedAvg round: 100 clients on digits with an MLP.
+
+Overhead = round time − the clients' local training time (sampling, flattening, Δ, the
+plaintext channel, transcript, model update). Target: below 10% of the round. Reported in
+``extra_info`` as a ratio measured in the same run; never asserted as a time.
+
+Run: ``pytest benchmarks/test_simulation.py --benchmark-only``
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fedbench.config import parse_experiment
+from fedbench.fl.pipeline import Pipeline
+from fedbench.fl.simulation import Simulation
+from fedbench.fl.transcript import Transcript
+from fedbench.harness.cell import build_data, model_factory
+from fedbench.seeding import Streams
+
+SMOKE = os.environ.get("FEDBENCH_BENCH_SMOKE") == "1"
+CLIENTS = [10] if SMOKE else [100]
+
+
+@pytest.mark.parametrize("num_clients", CLIENTS)
+def test_fedavg_round_overhead(benchmark, num_clients: int) -> None:
+    rounds = 3 if SMOKE else 10
+    cfg = parse_experiment(
+        {
+            "data": "digits",
+            "model": {"name": "mlp", "hidden": [64]},
+            "fl": {"num_clients": num_clients, "rounds": rounds + 1, "batch_size": 8},
+        }
+    )
+    streams = Streams(0)
+    data = build_data(cfg, streams)
+    sim = Simulation(
+        model_factory=model_factory(cfg, data, streams),
+        data=data,
+        fl=cfg.fl,
+        pipeline=Pipeline(),
+        streams=streams,
+        transcript=Transcript(rounds=cfg.fl.rounds, reveals_client_updates=True),
+    )
+    sim.setup()
+    done: list[int] = []
+
+    def one_round() -> None:
+        sim.run_round(len(done))
+        done.append(1)
+
+    benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    training = sim.timings["client_training"] / len(done)
+    round_time = benchmark.stats.stats.mean if benchmark.stats else training
+    overhead = max(0.0, round_time - training)
+    benchmark.extra_info.update(
+        {
+            "clients": num_clients,
+            "params": sim.dim,
+            "client_training_s_per_round": training,
+            "harness_overhead_s_per_round": overhead,
+            "overhead_fraction": overhead / round_time if round_time else 0.0,
+            "target_overhead_fraction": 0.10,
+        }
+    )

@@ -1,0 +1,115 @@
+"""Tests for fedbench.harness.cell: one experiment end to end, records and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedbench.config import parse_experiment
+from fedbench.harness.cell import membership_candidates, run_cell
+from fedbench.harness.suite import Cell
+from fedbench.registry import ATTACKS
+
+EXPERIMENT = {
+    "name": "tiny",
+    "data": "digits",
+    "model": {"name": "mlp", "hidden": [32]},
+    "fl": {"num_clients": 4, "rounds": 3, "local_epochs": 2, "batch_size": 16},
+    "attacks": ["loss_threshold"],
+    "mia_candidates": 100,
+}
+VOLATILE = {"run", "started", "duration_s", "host", "git_commit", "versions"}
+
+
+def _cell(seed: int = 0, **changes) -> Cell:
+    cfg = parse_experiment({**EXPERIMENT, **changes, "seed": seed})
+    return Cell("t", cfg.name, "none", seed, cfg)
+
+
+def _stable(rows: list[dict]) -> list[dict]:
+    return [
+        {k: v for k, v in row.items() if k not in VOLATILE} for row in rows if not row.get("timing")
+    ]
+
+
+def test_records_are_long_format_with_provenance() -> None:
+    rows = run_cell(_cell())
+    metrics = {r["metric"]: r for r in rows if r["type"] == "metric"}
+    cell_row = rows[-1]
+    assert cell_row["type"] == "cell" and cell_row["status"] == "ok"
+    assert {"config", "seeds", "versions", "git_commit", "host", "duration_s"} <= set(cell_row)
+    assert cell_row["versions"]["torch"] != "not installed"
+    assert metrics["accuracy"]["higher_is_better"] is True and metrics["accuracy"]["value"] > 0.8
+    assert metrics["mia_auc"]["higher_is_better"] is False
+    assert (
+        metrics["mia_auc"]["attack"] == "loss_threshold"
+        and metrics["mia_auc"]["view"] == "final_model"
+    )
+    assert metrics["upload_bytes_per_param"]["value"] == 4.0  # plaintext float32
+    assert all(r["run"] == cell_row["run"] for r in rows)
+
+
+def test_same_seed_identical_records_different_seed_differs() -> None:
+    a, b, c = run_cell(_cell(0)), run_cell(_cell(0)), run_cell(_cell(1))
+    assert _stable(a) == _stable(b)
+    values = lambda rows: [r.get("value") for r in _stable(rows) if r["type"] == "metric"]  # noqa: E731
+    assert values(a) != values(c)
+
+
+def test_failing_cell_is_recorded_not_raised() -> None:
+    rows = run_cell(_cell(partition={"name": "dirichlet", "alpha": 1.0, "min_size": 1000}))
+    assert len(rows) == 1 and rows[0]["status"] == "failed"
+    assert "min_size 1000" in rows[0]["error"] and "Traceback" in rows[0]["traceback"]
+
+
+def test_attack_without_open_view_is_recorded_not_applicable() -> None:
+    from fedbench.attacks.base import Attack
+
+    from fedbench.fl.transcript import ViewKind
+
+    @ATTACKS.register("_test_needs_client_update")
+    class NeedsUpdate(Attack):
+        views = (ViewKind.CLIENT_UPDATE,)
+
+        def run(self, view, knowledge):  # pragma: no cover - never called
+            raise AssertionError
+
+        def score(self, result, truth):  # pragma: no cover
+            raise AssertionError
+
+    try:
+        from fedbench.fl.channel import PlaintextChannel
+
+        # A channel that hides updates closes the view the attack needs.
+        PlaintextChannel.reveals_client_updates = False
+        rows = run_cell(_cell(attacks=["_test_needs_client_update"]))
+    finally:
+        PlaintextChannel.reveals_client_updates = True
+        ATTACKS._components.pop("_test_needs_client_update")
+    row = next(r for r in rows if r.get("attack") == "_test_needs_client_update")
+    assert row["status"] == "not_applicable" and "needs one of [client_update]" in row["note"]
+
+
+def test_membership_candidates_are_balanced_and_anonymous() -> None:
+    from fedbench.fl.simulation import PrivateLog
+    from fedbench.harness.cell import build_data
+    from fedbench.seeding import Streams
+
+    cfg = parse_experiment(EXPERIMENT)
+    data = build_data(cfg, Streams(0))
+    log = PrivateLog(participants={0, 2})
+    candidates, membership = membership_candidates(data, log, 50, np.random.default_rng(0))
+    assert len(candidates) == 100 and membership.sum() == 50
+    assert candidates.ids.tolist() == list(range(100))  # ids carry no membership information
+    member_rows = candidates.x[membership == 1]
+    pool = np.concatenate([data.clients[0].x.numpy(), data.clients[2].x.numpy()])
+    for row in member_rows[:10].numpy():
+        assert (np.abs(pool - row).reshape(len(pool), -1).max(1) == 0).any()
+
+
+@pytest.mark.parametrize("bad", [{"model": {"name": "mlp", "hiden": [3]}}, {"fl": {"rounds": -1}}])
+def test_bad_experiment_fails_before_any_work(bad: dict) -> None:
+    from fedbench.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        parse_experiment({**EXPERIMENT, **bad})

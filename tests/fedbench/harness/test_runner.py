@@ -1,0 +1,76 @@
+"""Tests for fedbench.harness.runner: resume after a crash, no duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedbench.config import parse_suite
+from fedbench.harness import runner
+from fedbench.harness.records import read_records
+from fedbench.harness.suite import expand
+
+SUITE = {
+    "name": "mini",
+    "experiments": [
+        {
+            "name": "d",
+            "data": "digits",
+            "model": "logreg",
+            "fl": {"num_clients": 3, "rounds": 2},
+            "attacks": ["loss_threshold"],
+            "mia_candidates": 50,
+        }
+    ],
+    "seeds": [0, 1, 2],
+}
+
+
+def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    suite = parse_suite(SUITE)
+    real = runner.run_cell
+    calls: list[str] = []
+
+    def crash_on_second(cell, **kw):
+        calls.append(cell.id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is killed while cell 2 runs
+        return real(cell, **kw)
+
+    monkeypatch.setattr(runner, "run_cell", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(suite, results_root=tmp_path, progress=False)
+    path = tmp_path / "mini" / "records.jsonl"
+    assert len(read_records(path).cells) == 1
+
+    calls.clear()
+    monkeypatch.setattr(
+        runner, "run_cell", lambda cell, **kw: calls.append(cell.id) or real(cell, **kw)
+    )
+    summary = runner.run_suite(suite, results_root=tmp_path, progress=False)
+    ids = [c.id for c in expand(suite)]
+    assert calls == ids[1:] and summary.skipped == 1 and not summary.failed
+    records = read_records(path)
+    assert set(records.cells) == set(ids)
+    accuracy_rows = [m for m in records.metrics if m["metric"] == "accuracy"]
+    assert sorted(m["cell"] for m in accuracy_rows) == sorted(ids)  # one per cell
+
+    calls.clear()
+    again = runner.run_suite(suite, results_root=tmp_path, progress=False)
+    assert calls == [] and again.skipped == 3
+    assert (tmp_path / "mini" / "suite.yaml").exists()
+
+
+def test_failed_cell_reruns_on_resume(tmp_path: Path) -> None:
+    bad = {
+        **SUITE,
+        "experiments": [{**SUITE["experiments"][0], "fl": {"num_clients": 5000}}],
+        "seeds": [0],
+    }
+    summary = runner.run_suite(parse_suite(bad), results_root=tmp_path, progress=False)
+    assert len(summary.failed) == 1 and "5000 clients" in next(iter(summary.failed.values()))
+    again = runner.run_suite(parse_suite(bad), results_root=tmp_path, progress=False)
+    assert again.skipped == 0  # a failed cell is not complete

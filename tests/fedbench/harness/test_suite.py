@@ -1,0 +1,103 @@
+"""Tests for fedbench.harness.suite: grid expansion and stable cell ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedbench.config import parse_suite
+from fedbench.errors import ConfigError
+from fedbench.harness.suite import expand, load_suite, packaged_suites
+
+BASE = {"name": "base", "data": "digits", "model": "logreg", "fl": {"num_clients": 2, "rounds": 1}}
+
+
+def test_expansion_is_experiments_times_stacks_times_seeds() -> None:
+    suite = parse_suite(
+        {
+            "name": "s",
+            "experiments": [BASE, {**BASE, "name": "other", "model": "mlp"}],
+            "defenses": [{"label": "none"}, {"label": "noisy", "stack": [{"name": "x_fake"}]}],
+            "seeds": [0, 1],
+        }
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"suite 's', experiment 'base', defense 'noisy'.*unknown defense 'x_fake'",
+    ):
+        expand(suite)
+    ok = parse_suite(
+        {
+            "name": "s",
+            "experiments": [BASE, {**BASE, "name": "other", "model": "mlp"}],
+            "seeds": [0, 1],
+        }
+    )
+    cells = expand(ok)
+    assert [c.label for c in cells] == [
+        "base/none/seed=0",
+        "base/none/seed=1",
+        "other/none/seed=0",
+        "other/none/seed=1",
+    ]
+    assert len({c.id for c in cells}) == 4
+
+
+def test_ids_are_stable_and_change_with_config() -> None:
+    suite = parse_suite({"name": "s", "experiments": [BASE]})
+    first, again = expand(suite)[0], expand(suite)[0]
+    assert first.id == again.id and len(first.id) == 16
+    changed = parse_suite(
+        {"name": "s", "experiments": [{**BASE, "fl": {"num_clients": 2, "rounds": 2}}]}
+    )
+    assert expand(changed)[0].id != first.id
+    # Writing a default explicitly does not change the cell (defaults are filled before hashing).
+    explicit = parse_suite({"name": "s", "experiments": [{**BASE, "partition": {"name": "iid"}}]})
+    assert expand(explicit)[0].id == first.id
+
+
+def test_grid_sweeps_dotted_paths() -> None:
+    suite = parse_suite(
+        {
+            "name": "s",
+            "experiments": [BASE],
+            "grid": {"fl.num_clients": [2, 4], "model.hidden": [[8], [16]]},
+        }
+    )
+    base_mlp = {**BASE, "model": "mlp"}
+    suite = parse_suite({**suite.model_dump(), "experiments": [base_mlp]})
+    cells = expand(suite)
+    assert len(cells) == 4
+    assert sorted((c.config.fl.num_clients, c.config.model.params["hidden"][0]) for c in cells) == [
+        (2, 8),
+        (2, 16),
+        (4, 8),
+        (4, 16),
+    ]
+    assert cells[0].grid == {"fl.num_clients": 2, "model.hidden": [8]}
+
+
+def test_grid_unknown_path_fails_with_field_name() -> None:
+    suite = parse_suite({"name": "s", "experiments": [BASE], "grid": {"fl.rounds_typo": [1]}})
+    with pytest.raises(ConfigError, match=r"unknown field 'fl\.rounds_typo'"):
+        expand(suite)
+
+
+def test_packaged_quick_suite_loads() -> None:
+    assert "quick" in packaged_suites()
+    suite = load_suite("quick")
+    assert suite.name == "quick" and expand(suite)
+
+
+def test_single_experiment_file_becomes_one_cell_suite(tmp_path: Path) -> None:
+    path = tmp_path / "one.yaml"
+    path.write_text("data: digits\nmodel: logreg\nseed: 3\nfl: {num_clients: 2, rounds: 1}\n")
+    suite = load_suite(path)
+    cells = expand(suite)
+    assert suite.name == "one" and len(cells) == 1 and cells[0].seed == 3
+
+
+def test_unknown_suite_lists_packaged() -> None:
+    with pytest.raises(ConfigError, match=r"no suite named .quik..*quick"):
+        load_suite("quik")
