@@ -1,8 +1,9 @@
-"""Command line: ``fedbench run | report | list``."""
+"""Command line: ``fedbench run | report | compare | list``."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,33 +12,55 @@ from fedbench.errors import FedbenchError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedbench.harness.records import read_results_dir
+    from fedbench.harness.executors import make_executor
+    from fedbench.harness.report import COMMAND_FILE, write_report
     from fedbench.harness.runner import run_suite
     from fedbench.harness.suite import load_suite
-    from fedbench.harness.tables import summary_table, to_markdown
 
     suite = load_suite(args.suite)
-    summary = run_suite(suite, results_root=Path(args.results_dir), progress=not args.no_progress)
+    progress = not args.no_progress
+    executor = make_executor(
+        args.executor, jobs=args.jobs, address=args.address, progress=progress
+    )
+    summary = run_suite(
+        suite, results_root=Path(args.results_dir), executor=executor, progress=progress
+    )
+    (summary.folder / COMMAND_FILE).write_text(args.command_line, encoding="utf-8")
     print(
         f"{suite.name}: {summary.total} cells, {summary.skipped} already complete, "
         f"{len(summary.done)} run, {len(summary.failed)} failed -> {summary.folder}"
     )
-    records = read_results_dir(summary.folder)
-    print(to_markdown(summary_table(records)))
+    print(write_report(summary.folder).markdown)
     for label, error in summary.failed.items():
         print(f"FAILED {label}: {error}", file=sys.stderr)
     return 1 if summary.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fedbench.harness.records import read_results_dir
-    from fedbench.harness.tables import summary_table, to_markdown
+    from fedbench.harness.report import write_report
 
-    records = read_results_dir(Path(args.results))
-    for problem in records.problems:
+    report = write_report(Path(args.results))
+    for problem in report.problems:
         print(problem, file=sys.stderr)
-    print(to_markdown(summary_table(records)))
+    print(report.markdown)
+    print("wrote " + ", ".join(str(p) for p in report.files))
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from fedbench.harness.compare import compare_paths
+
+    comparison = compare_paths(Path(args.old), Path(args.new))
+    table = comparison.table(everything=args.all)
+    print(table.to_string(index=False) if not table.empty else "no metric changed")
+    for label in comparison.missing_in_new:
+        print(f"MISSING in {args.new}: {label}")
+    for label in comparison.only_in_new:
+        print(f"new in {args.new}: {label}")
+    regressions = comparison.regressions
+    print(f"{len(regressions)} regression(s), {len(comparison.missing_in_new)} missing, "
+          f"{len(comparison.changes)} metrics compared")
+    return 1 if comparison.failed else 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -78,11 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results",
                      help="records go to RESULTS_DIR/<suite>/ (default: results)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="cells run in parallel on a local process pool (default 1)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (in-process or --jobs pool) or ray (the 'ray' extra)")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster address for --executor ray (default: start Ray locally)")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="rebuild tables from a results folder")
     report.add_argument("results", help="a folder written by `fedbench run`, e.g. results/quick")
     report.set_defaults(func=_cmd_report)
+
+    compare = sub.add_parser(
+        "compare", help="fail (exit 1) when NEW is worse than OLD beyond the suite's tolerances"
+    )
+    compare.add_argument("old", help="results folder or pytest-benchmark JSON (baseline)")
+    compare.add_argument("new", help="results folder or pytest-benchmark JSON (candidate)")
+    compare.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    compare.set_defaults(func=_cmd_compare)
 
     listing = sub.add_parser("list", help="registered components and their parameters")
     listing.add_argument("family", nargs="?",
@@ -93,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedbench`` console script."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    args.command_line = shlex.join(["fedbench", *arguments])
     try:
         return int(args.func(args))
     except FedbenchError as err:

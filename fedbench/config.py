@@ -175,6 +175,40 @@ class ExperimentConfig(_Strict):
         return self
 
 
+class Tolerance(_Strict):
+    """How much a metric may move in the bad direction before ``fedbench compare`` fails.
+
+    The allowed change is ``max(abs, rel × |old value|)``.
+    """
+
+    abs: float = Field(0.0, ge=0)
+    rel: float = Field(0.0, ge=0)
+
+
+class Tolerances(_Strict):
+    """Regression tolerances: by metric name first, then by metric kind.
+
+    Absolute tolerances suit privacy and utility metrics (an AUC up by 0.02 is a weaker
+    defense whatever the old value); relative ones suit cost ratios.
+    """
+
+    by_kind: dict[str, Tolerance] = Field(default_factory=lambda: {
+        "privacy": Tolerance(abs=0.02),
+        "utility": Tolerance(abs=0.02),
+        "cost": Tolerance(rel=0.10),
+        "info": Tolerance(rel=0.0),
+    })
+    by_metric: dict[str, Tolerance] = Field(default_factory=lambda: {
+        "psnr": Tolerance(abs=1.0),
+        "epsilon": Tolerance(rel=0.01),
+        "aggregation_time_ratio": Tolerance(rel=0.5),
+    })
+
+    def for_metric(self, metric: str, kind: str) -> Tolerance:
+        """The tolerance that applies to ``metric`` of ``kind``."""
+        return self.by_metric.get(metric) or self.by_kind.get(kind) or Tolerance()
+
+
 class DefenseStack(_Strict):
     """A labelled list of defenses that run together (one row of the main table)."""
 
@@ -191,7 +225,9 @@ class SuiteConfig(_Strict):
         experiments: Base experiments (their ``defenses`` are prepended to every stack).
         defenses: Defense stacks applied to every experiment.
         seeds: Seeds; every cell runs once per seed.
-        grid: Sweeps: dotted config path -> list of values (e.g. ``fl.clients_per_round``).
+        grid: Sweeps: dotted config path -> list of values (e.g. ``fl.clients_per_round``);
+            ``defenses.<name>.<param>`` sweeps a defense parameter in the stacks that use it.
+        tolerances: Regression tolerances used by ``fedbench compare``.
     """
 
     name: str
@@ -200,6 +236,7 @@ class SuiteConfig(_Strict):
     defenses: list[DefenseStack] = Field(default_factory=lambda: [DefenseStack(label="none")])
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    tolerances: Tolerances = Field(default_factory=Tolerances)
 
     @model_validator(mode="after")
     def _check(self) -> SuiteConfig:

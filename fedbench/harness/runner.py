@@ -10,7 +10,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from fedbench.config import SuiteConfig
-from fedbench.harness.cell import run_cell
+from fedbench.harness.executors import Executor, SequentialExecutor
 from fedbench.harness.records import RECORDS_FILE, append_records, read_records
 from fedbench.harness.suite import Cell, expand
 
@@ -30,13 +30,14 @@ def run_suite(
     suite: SuiteConfig,
     *,
     results_root: Path,
+    executor: Executor | None = None,
     progress: bool = True,
     cells: list[Cell] | None = None,
 ) -> RunSummary:
     """Run every cell of ``suite`` without complete records under ``results_root/<name>``.
 
-    Each finished cell's records are appended atomically before the next cell starts, so a
-    killed run loses at most the cell in flight.
+    Each finished cell's records are appended atomically as soon as it finishes, so a killed
+    run loses at most the cells in flight, and a rerun skips every complete cell.
     """
     folder = results_root / suite.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,16 +50,20 @@ def run_suite(
     todo = [c for c in all_cells if c.id not in complete]
     summary = RunSummary(folder=folder, total=len(all_cells), skipped=len(all_cells) - len(todo))
     figures = folder / "figures"
-    bar = tqdm(todo, desc=f"{suite.name} cells", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.label)
-        rows = run_cell(cell, figures_dir=figures, progress=progress)
+    executor = executor or SequentialExecutor(progress=progress)
+    bar = tqdm(total=len(todo), desc=f"{suite.name} cells", unit="cell", disable=not progress)
+    if todo:
+        bar.set_postfix_str(f"running {todo[0].label}")
+    for cell, rows in executor.run(todo, figures):
         append_records(records, rows)
         final = rows[-1]
         if final["status"] == "ok":
             summary.done.append(cell.id)
         else:
             summary.failed[cell.label] = str(final["error"])
+        bar.update(1)
+        bar.set_postfix_str(f"finished {cell.label}")
+    bar.close()
     if figures.exists() and not any(figures.iterdir()):
         shutil.rmtree(figures)
     return summary

@@ -14,10 +14,14 @@ def test_quick_suite_end_to_end(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "quick: 1 cells, 0 already complete, 1 run, 0 failed" in out
     header = next(line for line in out.splitlines() if line.startswith("| experiment"))
-    assert "accuracy" in header and "loss_threshold: mia_auc" in header
+    assert "accuracy" in header and "MIA AUC" in header
     row = next(line for line in out.splitlines() if line.startswith("| digits-mlp"))
-    accuracy = float(row.split("|")[3])
+    accuracy = float(row.split("|")[3].strip(" *"))
     assert accuracy > 0.9
+    folder = tmp_path / "quick"
+    report = (folder / "report.md").read_text()
+    assert f"fedbench run --results-dir {tmp_path} --no-progress" in report
+    assert (folder / "tables" / "main.tex").exists() and (folder / "tables" / "main.csv").exists()
     # A second run skips the finished cell; report rebuilds the same table from records only.
     assert main(["run", "--results-dir", str(tmp_path), "--no-progress"]) == 0
     assert "1 already complete, 0 run" in capsys.readouterr().out

@@ -1,0 +1,182 @@
+"""``fedbench compare OLD NEW``: did a change make privacy, utility or cost worse?
+
+Records are compared cell by cell (same cell id = same configuration and seed) and metric by
+metric; whether a change is worse comes from the metric's ``higher_is_better``, how much is
+tolerated from the suite's tolerances. Absolute wall-clock seconds are never compared (they
+depend on the machine); ratios measured within one run are. pytest-benchmark JSON files are
+compared on the ``extra_info`` entries each benchmark declares in ``extra_info["compare"]``
+(``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedbench.config import Tolerance, Tolerances
+from fedbench.errors import ResultsError
+from fedbench.harness.records import RecordSet
+
+
+@dataclass(frozen=True)
+class Change:
+    """One compared metric."""
+
+    where: str
+    metric: str
+    old: float | None
+    new: float | None
+    allowed: float
+    verdict: str  # "regression", "improvement", "unchanged", "within tolerance", "not comparable"
+
+
+@dataclass
+class Comparison:
+    """The result of comparing two runs."""
+
+    changes: list[Change] = field(default_factory=list)
+    missing_in_new: list[str] = field(default_factory=list)
+    only_in_new: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Change]:
+        """Changes worse than tolerated."""
+        return [c for c in self.changes if c.verdict == "regression"]
+
+    @property
+    def failed(self) -> bool:
+        """Whether CI should fail: a regression, or cells/benchmarks that disappeared."""
+        return bool(self.regressions or self.missing_in_new)
+
+    def table(self, *, everything: bool = False) -> pd.DataFrame:
+        """Changed metrics (or all compared ones) as a DataFrame."""
+        rows = [
+            {"where": c.where, "metric": c.metric, "old": c.old, "new": c.new,
+             "allowed": c.allowed, "verdict": c.verdict}
+            for c in self.changes
+            if everything or c.verdict not in ("unchanged",)
+        ]
+        return pd.DataFrame(rows, columns=["where", "metric", "old", "new", "allowed", "verdict"])
+
+
+def judge(
+    old: float | None, new: float | None, higher_is_better: bool | None, tolerance: Tolerance
+) -> tuple[str, float]:
+    """Verdict and allowed change for one metric."""
+    if old is None or new is None:
+        return ("unchanged" if old is None and new is None else "not comparable"), 0.0
+    allowed = max(tolerance.abs, tolerance.rel * abs(old))
+    if higher_is_better is None or old == new:
+        return "unchanged", allowed
+    worse_by = (old - new) if higher_is_better else (new - old)
+    if worse_by > allowed:
+        return "regression", allowed
+    if worse_by < -allowed:
+        return "improvement", allowed
+    return "within tolerance", allowed
+
+
+def _comparable(row: dict[str, Any]) -> bool:
+    # Seconds depend on the machine; figures and markers carry no value.
+    return not (row.get("timing") and row.get("unit") == "s") and row.get("metric") != "figure"
+
+
+def _index(records: RecordSet) -> dict[tuple[str, str, str], dict[str, Any]]:
+    out = {}
+    for row in records.metrics:
+        if _comparable(row):
+            out[(row["cell"], row.get("source") or "", row["metric"])] = row
+    return out
+
+
+def _label(row: dict[str, Any]) -> str:
+    grid = "".join(f"/{k}={v}" for k, v in (row.get("grid") or {}).items())
+    return f"{row.get('experiment')}/{row.get('defense')}{grid}/seed={row.get('seed')}"
+
+
+def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> Comparison:
+    """Compare two record sets cell by cell."""
+    result = Comparison()
+    labels_old = {c: r.get("label", c) for c, r in old.cells.items()}
+    labels_new = {c: r.get("label", c) for c, r in new.cells.items()}
+    result.missing_in_new = sorted(labels_old[c] for c in set(old.cells) - set(new.cells))
+    result.only_in_new = sorted(labels_new[c] for c in set(new.cells) - set(old.cells))
+    old_rows, new_rows = _index(old), _index(new)
+    for key, before in old_rows.items():
+        if key[0] not in new.cells:
+            continue
+        after = new_rows.get(key)
+        where = f"{_label(before)} {key[1]}".strip()
+        if after is None:
+            result.changes.append(Change(where, key[2], before.get("value"), None, 0.0,
+                                         "not comparable"))
+            if before.get("status") == "ok":
+                result.missing_in_new.append(f"{where}: {key[2]}")
+            continue
+        tolerance = tolerances.for_metric(key[2], str(before.get("kind", "info")))
+        verdict, allowed = judge(
+            before.get("value"), after.get("value"), before.get("higher_is_better"), tolerance
+        )
+        result.changes.append(
+            Change(where, key[2], before.get("value"), after.get("value"), allowed, verdict)
+        )
+    return result
+
+
+def load_benchmark_json(path: Path) -> dict[str, dict[str, Any]]:
+    """pytest-benchmark JSON: benchmark fullname -> extra_info."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {b["fullname"]: b.get("extra_info", {}) for b in data["benchmarks"]}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ResultsError(f"{path} is not a pytest-benchmark JSON file: {err}") from err
+
+
+def compare_benchmarks(
+    old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], tolerances: Tolerances
+) -> Comparison:
+    """Compare the ratios each benchmark declares in ``extra_info["compare"]``."""
+    result = Comparison(
+        missing_in_new=sorted(set(old) - set(new)), only_in_new=sorted(set(new) - set(old))
+    )
+    for name, info in old.items():
+        if name not in new:
+            continue
+        for metric, direction in (info.get("compare") or {}).items():
+            if direction not in ("higher", "lower"):
+                raise ResultsError(f"{name}: compare direction of {metric!r} must be higher/lower")
+            tolerance = tolerances.by_metric.get(metric) or tolerances.by_kind.get(
+                "cost", Tolerance(rel=0.1)
+            )
+            before, after = info.get(metric), new[name].get(metric)
+            verdict, allowed = judge(
+                None if before is None else float(before),
+                None if after is None else float(after),
+                direction == "higher",
+                tolerance,
+            )
+            result.changes.append(Change(name, metric, before, after, allowed, verdict))
+    return result
+
+
+def compare_paths(old: Path, new: Path) -> Comparison:
+    """Compare two results folders (tolerances from NEW's suite.yaml) or two benchmark JSONs."""
+    import yaml
+
+    from fedbench.harness.records import read_results_dir
+
+    if old.suffix == ".json" or new.suffix == ".json":
+        if not (old.suffix == ".json" and new.suffix == ".json"):
+            raise ResultsError(f"compare {old} with {new}: both must be benchmark JSON files")
+        return compare_benchmarks(load_benchmark_json(old), load_benchmark_json(new), Tolerances())
+    tolerances = Tolerances()
+    suite_file = new / "suite.yaml"
+    if suite_file.exists():
+        suite = yaml.safe_load(suite_file.read_text(encoding="utf-8")) or {}
+        if "tolerances" in suite:
+            tolerances = Tolerances.model_validate(suite["tolerances"])
+    return compare_records(read_results_dir(old), read_results_dir(new), tolerances)

@@ -1,0 +1,141 @@
+"""Tests for fedbench.harness.tables on synthetic records."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedbench.harness.records import RecordSet
+from fedbench.harness.tables import main_table, to_csv, to_latex, to_markdown
+
+
+def _row(
+    defense: str,
+    seed: int,
+    metric: str,
+    value: float | None,
+    *,
+    source: str = "fl",
+    hib: bool | None = True,
+    attack: str | None = None,
+    view: str | None = None,
+    status: str = "ok",
+    insecure: str | None = None,
+) -> dict:
+    return {
+        "type": "metric",
+        "cell": f"{defense}-{seed}",
+        "run": f"r-{defense}-{seed}",
+        "experiment": "exp",
+        "defense": defense,
+        "seed": seed,
+        "grid": {},
+        "source": source,
+        "attack": attack,
+        "view": view,
+        "metric": metric,
+        "value": value,
+        "higher_is_better": hib,
+        "kind": "privacy",
+        "unit": "",
+        "note": "",
+        "timing": False,
+        "status": status,
+        "insecure": insecure,
+    }
+
+
+def _records() -> RecordSet:
+    rows = []
+    for seed, (acc_none, acc_dp) in enumerate([(0.95, 0.80), (0.97, 0.84)]):
+        rows += [
+            _row("none", seed, "accuracy", acc_none),
+            _row("dp", seed, "accuracy", acc_dp),
+            _row("dp", seed, "epsilon", 8.0, source="defense:dp_fedavg", hib=False),
+            # Two membership attacks: the table must show the stronger one per row.
+            _row(
+                "none",
+                seed,
+                "mia_auc",
+                0.60,
+                source="attack:loss_threshold",
+                hib=False,
+                attack="loss_threshold",
+            ),
+            _row("none", seed, "mia_auc", 0.70, source="attack:lira", hib=False, attack="lira"),
+            _row(
+                "dp",
+                seed,
+                "mia_auc",
+                0.52,
+                source="attack:loss_threshold",
+                hib=False,
+                attack="loss_threshold",
+            ),
+            _row("dp", seed, "mia_auc", 0.51, source="attack:lira", hib=False, attack="lira"),
+            _row(
+                "none",
+                seed,
+                "psnr",
+                30.0 + seed,
+                source="attack:dlg",
+                hib=False,
+                attack="dlg",
+                view="client_update",
+            ),
+            _row(
+                "dp",
+                seed,
+                "applicable",
+                None,
+                source="attack:dlg",
+                hib=None,
+                attack="dlg",
+                status="not_applicable",
+                insecure="paillier: 1024-bit key",
+            ),
+        ]
+    return RecordSet(metrics=rows)
+
+
+def test_mean_std_over_seeds_and_worst_case_attack() -> None:
+    table = main_table(_records())
+    text = table.text
+    assert text.loc[("exp", "none", ""), "accuracy"] == "0.960 ± 0.014"
+    assert text.loc[("exp", "none", ""), "MIA AUC"] == "0.700 ± 0.000 (lira)"
+    assert text.loc[("exp", "dp", ""), "MIA AUC"] == "0.520 ± 0.000 (loss_threshold)"
+    assert text.loc[("exp", "none", ""), "ε"] == "–"  # no DP, no ε
+    assert text.loc[("exp", "dp", ""), "GI PSNR (dB)"] == "n/a"  # attack could not run
+    assert text.loc[("exp", "none", ""), "GI PSNR (dB)"] == "30.5 ± 0.7 (client_update)"
+
+
+def test_best_per_column_follows_higher_is_better() -> None:
+    table = main_table(_records())
+    assert table.best["accuracy"] == pytest.approx(0.96)  # higher is better
+    assert table.best["MIA AUC"] == pytest.approx(0.52)  # lower attack success is better
+    md = to_markdown(table)
+    assert "**0.960 ± 0.014**" in md and "**0.520 ± 0.000 (loss_threshold)**" in md
+    assert "0.820 ± 0.028" in md and "**0.820" not in md
+
+
+def test_insecure_rows_are_marked_everywhere() -> None:
+    table = main_table(_records())
+    assert "dp †" in to_markdown(table) and "1024-bit key" in to_markdown(table)
+    assert r"dp $^\dagger$" in to_latex(table)
+    assert "paillier: 1024-bit key" in to_csv(table)
+
+
+def test_latex_uses_booktabs_and_bold() -> None:
+    latex = to_latex(table := main_table(_records()), caption="Main results")
+    assert r"\toprule" in latex and r"\midrule" in latex and r"\bottomrule" in latex
+    assert r"\bfseries 0.960 $\pm$ 0.014" in latex
+    assert r"\caption{Main results}" in latex and "privacy" in latex and table.columns
+
+
+def test_csv_has_numeric_means() -> None:
+    csv = to_csv(main_table(_records()))
+    header = csv.splitlines()[0]
+    assert "accuracy (mean)" in header and "MIA AUC (mean)" in header
+
+
+def test_empty_records() -> None:
+    assert to_markdown(main_table(RecordSet())) == "(no complete records)"
