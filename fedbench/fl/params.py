@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 
 def get_flat(model: nn.Module) -> torch.Tensor:
@@ -18,8 +18,15 @@ def set_flat(model: nn.Module, vector: torch.Tensor) -> None:
     expected = sum(p.numel() for p in params)
     if vector.numel() != expected:
         raise ValueError(f"flat vector has {vector.numel()} entries, model has {expected}")
+    # Copy into the existing tensors: torch's vector_to_parameters would instead make every
+    # parameter a view of ``vector``, so training the model would silently rewrite the caller's
+    # vector (e.g. w_t, making Δ_i = w_i − w_t zero) and replace the tensors optimizers hold.
     with torch.no_grad():
-        vector_to_parameters(vector.to(params[0].device, params[0].dtype), params)
+        offset = 0
+        for param in params:
+            size = param.numel()
+            param.copy_(vector[offset : offset + size].view_as(param))
+            offset += size
 
 
 def num_params(model: nn.Module) -> int:

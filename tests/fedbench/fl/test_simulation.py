@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -47,11 +48,10 @@ def _simulation(fl: dict[str, Any], defenses: list[Defense] = (), keep=(0,), **k
 def _manual_deltas(
     sim: Simulation, w0: torch.Tensor, clients: list[int]
 ) -> dict[int, torch.Tensor]:
-    """Each client's Δ_i recomputed independently of the pipeline."""
+    """Each client's Δ_i recomputed on its own deep copy of the global model."""
     deltas = {}
     for cid in clients:
-        model = sim.worker
-        set_flat(model, w0)
+        model = copy.deepcopy(sim.model)
         ctx = RoundContext(
             round=0,
             sampled=clients,
