@@ -1,0 +1,19 @@
+"""Secure aggregation with dropouts: SecAgg (Bonawitz et al., CCS 2017) and SecAgg+ (Bell et al.,
+CCS 2020), registered as the ``secagg`` defense, whose channel reveals only the sum.
+
+Modules, one job each:
+
+- :mod:`.ring` – Z/2^b in numpy unsigned integers (the only thing the protocol sums);
+- :mod:`.encoding` – float updates ↔ ring vectors: clip, stochastic rounding, headroom check;
+- :mod:`.prg` – AES-128-CTR mask expansion into reused buffers;
+- :mod:`.keys` – X25519 agreement, HKDF-SHA256 derivation, AES-GCM for shares in transit;
+- :mod:`.shamir` – pycryptodome's Shamir sharing with commitments (tampering fails loudly);
+- :mod:`.graph` – complete graph or random k-regular Harary graph, choice of k and t;
+- :mod:`.protocol` – the four message rounds, dropouts, byte counts, unmasking;
+- :mod:`.channel` – the ``secagg`` Channel and Defense.
+
+Reusing the protocol with another encoding (e.g. distributed DP): give
+:class:`.channel.SecAggChannel` any object with the :class:`.encoding.IntegerEncoder` methods
+(``ring``, ``check_headroom``, ``encode``, ``decode``, ``error_bound``), or call
+:func:`.protocol.secure_sum` / :class:`.protocol.SecAggRound` directly on ring vectors.
+"""

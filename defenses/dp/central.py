@@ -1,0 +1,266 @@
+"""User-level DP-FedAvg (McMahan et al., ICLR 2018) with fixed or adaptive clipping.
+
+Each sampled client clips its update to norm C (client_update stage); the server adds
+N(0, z_Δ²C²) to the unweighted sum and divides by the expected number of clients q·N, not the
+number that arrived (server_update stage). Each round is one Poisson-sampled Gaussian release
+with noise multiplier z, recorded in an Opacus accountant (see :mod:`.accounting`). With adaptive
+clipping (Andrew et al., NeurIPS 2021) the noised clipped-count is released too and the update
+noise is raised to z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2); see :mod:`.clipping`.
+
+The accountant assumes Poisson client sampling and an unweighted sum; a run configured otherwise
+is refused before it starts unless ``allow_insecure`` is set, and then the ε it reports is marked.
+
+Example:
+    >>> defense = DPFedAvg(noise_multiplier=1.0, clip_norm=0.5)
+    >>> defense.client_update is not None and defense.server_update is not None
+    True
+
+    In a config: ``defenses: [{name: dp_fedavg, target_epsilon: 8, clip_norm: 1.0}]`` with
+    ``fl: {sampling: poisson, weighting: uniform, client_fraction: 0.1}``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from fedbench.defenses.base import Defense, PrivacyReport
+from fedbench.defenses.dp import noise
+from fedbench.defenses.dp.accounting import Accountant, noise_multiplier_for
+from fedbench.defenses.dp.clipping import (
+    clip_to_norm,
+    next_clip_norm,
+    unclipped_fraction,
+    update_noise_multiplier,
+)
+from fedbench.errors import ConfigError
+from fedbench.fl.context import RoundContext, RunInfo
+from fedbench.fl.stages import ClientUpdateStage, ServerUpdateStage
+from fedbench.metrics.base import Metric
+from fedbench.registry import register_defense
+
+NOTES_KEY = "dp_fedavg.unclipped"
+
+
+def sampling_mismatch(run: RunInfo) -> list[str]:
+    """Why a user-level accountant's assumptions do not hold for ``run`` (empty when they do)."""
+    problems = []
+    if run.sampling != "poisson":
+        problems.append(
+            f"fl.sampling is '{run.sampling}', but the accountant assumes Poisson client "
+            "sampling (set fl.sampling: poisson)"
+        )
+    if run.weighting != "uniform":
+        problems.append(
+            f"fl.weighting is '{run.weighting}', but the sensitivity assumes an unweighted sum "
+            "(set fl.weighting: uniform)"
+        )
+    return problems
+
+
+class ClipUpdate(ClientUpdateStage):
+    """Client side: clip Δ_i to the current clip norm and note whether it was inside it."""
+
+    def __init__(self, owner: DPFedAvg) -> None:
+        self.owner = owner
+
+    def apply(self, client_id: int, update: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        clipped, norm = clip_to_norm(update, self.owner.clip_norm)
+        ctx.notes.setdefault(NOTES_KEY, {})[client_id] = norm <= self.owner.clip_norm
+        return clipped
+
+
+class GaussianSumNoise(ServerUpdateStage):
+    """Server side: add N(0, z_Δ²C²) to the sum, account the round, adapt C, divide by q·N."""
+
+    def __init__(self, owner: DPFedAvg) -> None:
+        self.owner = owner
+
+    def apply(
+        self, total: torch.Tensor, denominator: float, ctx: RoundContext
+    ) -> tuple[torch.Tensor, float]:
+        return self.owner.release(total, ctx), ctx.expected_clients
+
+
+@register_defense("dp_fedavg")
+class DPFedAvg(Defense):
+    """User-level DP-FedAvg: clip each client update, Gaussian noise on the sum, RDP/PRV ε.
+
+    Args:
+        noise_multiplier: z, the noise std on the sum over the clip norm (accounted value).
+            Defaults to 1.0 when ``target_epsilon`` is not set either.
+        target_epsilon: Choose z so that ε after all rounds is at most this (at
+            ``target_delta``), for the run's q and T.
+        target_delta: δ for the ``target_epsilon`` search.
+        clip_norm: C, the L2 clip norm (the initial one with adaptive clipping).
+        adaptive: Track C towards ``target_quantile`` of the update norms.
+        target_quantile: γ, the quantile of update norms C is moved towards.
+        clip_learning_rate: η of the geometric clip update.
+        clipped_count_stddev: σ_b of the noise on the clipped count; default m/20 for m
+            expected clients per round (Andrew et al.).
+        accountant: "rdp" or "prv" (Opacus).
+        secure_mode: Draw noise from the OS CSPRNG instead of the seeded stream.
+        allow_insecure: Run even when the sampling is not Poisson or the sum is weighted; the
+            reported ε then assumes Poisson sampling and is marked insecure.
+
+    Example:
+        >>> DPFedAvg(target_epsilon=8.0).noise_multiplier is None  # chosen in setup
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        target_delta: float = 1e-5,
+        clip_norm: float = 1.0,
+        adaptive: bool = False,
+        target_quantile: float = 0.5,
+        clip_learning_rate: float = 0.2,
+        clipped_count_stddev: float | None = None,
+        accountant: Literal["rdp", "prv"] = "rdp",
+        secure_mode: bool = False,
+        allow_insecure: bool = False,
+    ) -> None:
+        if noise_multiplier is not None and target_epsilon is not None:
+            raise ConfigError("dp_fedavg: set noise_multiplier or target_epsilon, not both")
+        if noise_multiplier is not None and noise_multiplier < 0:
+            raise ConfigError(f"dp_fedavg: noise_multiplier must be >= 0, got {noise_multiplier}")
+        if target_epsilon is not None and not target_epsilon > 0:
+            raise ConfigError(f"dp_fedavg: target_epsilon must be positive, got {target_epsilon}")
+        if not 0 < target_delta < 1:
+            raise ConfigError(f"dp_fedavg: target_delta must be in (0, 1), got {target_delta}")
+        if not clip_norm > 0:
+            raise ConfigError(f"dp_fedavg: clip_norm must be positive, got {clip_norm}")
+        if not 0 < target_quantile < 1:
+            raise ConfigError(
+                f"dp_fedavg: target_quantile must be in (0, 1), got {target_quantile}"
+            )
+        if not clip_learning_rate > 0:
+            raise ConfigError(
+                f"dp_fedavg: clip_learning_rate must be positive, got {clip_learning_rate}"
+            )
+        if clipped_count_stddev is not None and not clipped_count_stddev > 0:
+            raise ConfigError(
+                f"dp_fedavg: clipped_count_stddev must be positive, got {clipped_count_stddev}"
+            )
+        if adaptive and noise_multiplier == 0:
+            raise ConfigError("dp_fedavg: adaptive clipping needs noise_multiplier > 0")
+        if noise_multiplier is None and target_epsilon is None:
+            noise_multiplier = 1.0
+        self.noise_multiplier = noise_multiplier
+        self.target_epsilon = target_epsilon
+        self.target_delta = target_delta
+        self.initial_clip_norm = clip_norm
+        self.clip_norm = clip_norm
+        self.adaptive = adaptive
+        self.target_quantile = target_quantile
+        self.clip_learning_rate = clip_learning_rate
+        self.clipped_count_stddev = clipped_count_stddev
+        self.accountant_name = accountant
+        self.secure_mode = secure_mode
+        self.allow_insecure = allow_insecure
+        self.accountant = Accountant(accountant)
+        self.client_update = ClipUpdate(self)
+        self.server_update = GaussianSumNoise(self)
+        self.sampling_rate = math.nan
+        self.update_noise_multiplier = math.nan
+        self.count_stddev = math.nan
+        self.clip_history: list[float] = []
+        self.unclipped_history: list[float] = []
+
+    def setup(self, run: RunInfo) -> None:
+        problems = sampling_mismatch(run)
+        if problems and not self.allow_insecure:
+            raise ConfigError(
+                "dp_fedavg: " + "; ".join(problems)
+                + ". Set allow_insecure: true to run anyway with ε marked insecure."
+            )
+        self.insecure = "; ".join(problems) or None
+        self.sampling_rate = run.sampling_rate
+        if self.target_epsilon is not None:
+            self.noise_multiplier = noise_multiplier_for(
+                target_epsilon=self.target_epsilon,
+                delta=self.target_delta,
+                sample_rate=self.sampling_rate,
+                steps=run.rounds,
+                accountant=self.accountant_name,
+            )
+        assert self.noise_multiplier is not None
+        self.count_stddev = self.clipped_count_stddev or run.expected_clients / 20
+        if self.adaptive:
+            try:
+                self.update_noise_multiplier = update_noise_multiplier(
+                    self.noise_multiplier, clipped_count_stddev=self.count_stddev
+                )
+            except ValueError as err:
+                raise ConfigError(f"dp_fedavg: {err}") from None
+        else:
+            self.update_noise_multiplier = self.noise_multiplier
+        self.accountant = Accountant(self.accountant_name)
+        self.clip_norm = self.initial_clip_norm
+        self.clip_history = []
+        self.unclipped_history = []
+        super().setup(run)
+
+    def _noise(self, count: int, std: float, ctx: RoundContext, key: int) -> torch.Tensor:
+        generator = None if self.secure_mode else ctx.generator("dp_fedavg.noise", key)
+        return noise.gaussian(count, std=std, generator=generator, secure=self.secure_mode)
+
+    def release(self, total: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        """The noised sum of one round; records the round and moves the clip norm."""
+        assert self.noise_multiplier is not None
+        std = self.update_noise_multiplier * self.clip_norm
+        noised = total + self._noise(total.numel(), std, ctx, 0).to(total.device, total.dtype)
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sampling_rate)
+        self.clip_history.append(self.clip_norm)
+        bits = ctx.notes.get(NOTES_KEY, {})
+        if self.adaptive:
+            centred = sum(1.0 if b else 0.0 for b in bits.values()) - len(bits) / 2
+            centred += float(self._noise(1, self.count_stddev, ctx, 1)[0])
+            fraction = unclipped_fraction(centred, ctx.expected_clients)
+            self.unclipped_history.append(fraction)
+            self.clip_norm = next_clip_norm(
+                self.clip_norm,
+                unclipped=fraction,
+                target_quantile=self.target_quantile,
+                learning_rate=self.clip_learning_rate,
+            )
+        elif bits:
+            # Fixed clipping releases no count; this is the true fraction, for the metrics only.
+            self.unclipped_history.append(sum(bits.values()) / len(bits))
+        return noised
+
+    def privacy_spent(self, delta: float) -> PrivacyReport:
+        z = math.nan if self.noise_multiplier is None else self.noise_multiplier
+        note = f"z={z:.4g}, q={self.sampling_rate:.4g}, rounds={self.accountant.steps}"
+        if self.insecure:
+            note += f"; INSECURE: {self.insecure}"
+        return PrivacyReport(
+            epsilon=self.accountant.epsilon(delta),
+            delta=delta,
+            accountant=self.accountant_name,
+            secure_mode=self.secure_mode,
+            level="user",
+            note=note,
+        )
+
+    def metrics(self) -> list[Metric]:
+        out = [
+            Metric("noise_multiplier", float(self.noise_multiplier or 0.0), None, kind="privacy",
+                   note="z given to the accountant"),
+            Metric("update_noise_multiplier", float(self.update_noise_multiplier), None,
+                   kind="privacy",
+                   note="z_Δ on the update sum (> z with adaptive clipping)"),
+            Metric("final_clip_norm", float(self.clip_norm), None, kind="info"),
+        ]
+        if self.unclipped_history:
+            out.append(Metric(
+                "unclipped_fraction", sum(self.unclipped_history) / len(self.unclipped_history),
+                None, kind="info",
+                note="noised estimate (adaptive)" if self.adaptive else "true mean over rounds",
+            ))
+        return out

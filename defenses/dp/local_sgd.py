@@ -1,0 +1,300 @@
+"""Example-level DP for each client's local training: DP-SGD through Opacus.
+
+Every round a sampled client trains a fresh copy of the global model made private by Opacus
+(per-example gradient clipping, Gaussian noise, Poisson sampling of each batch). Opacus'
+``make_private`` attaches hooks to the module it wraps, so it is never called twice on the same
+module; but the client's ``PrivacyEngine`` and its accountant persist across the rounds in which
+the client takes part, so the ε it reports covers all of them, not one round.
+
+The guarantee is per client, for the examples it holds (example-level); the defense reports the
+worst client's ε and, as metrics, the distribution over the clients that took part.
+
+Models whose layers Opacus cannot privatise (BatchNorm mixes the examples of a batch, so
+per-example gradients do not exist) are refused in ``setup`` with Opacus' own reasons.
+
+Example:
+    >>> defense = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    >>> type(defense.local_training).__name__
+    'OpacusTraining'
+
+    In a config: ``defenses: [{name: dp_sgd, noise_multiplier: 1.1, max_grad_norm: 1.0}]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import statistics
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from opacus import PrivacyEngine
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedbench.data.tensors import TensorData
+from fedbench.defenses.base import Defense, PrivacyReport
+from fedbench.defenses.dp.accounting import Accountant, noise_multiplier_for
+from fedbench.errors import ConfigError, DataError
+from fedbench.fl.context import RoundContext, RunInfo
+from fedbench.fl.params import get_flat
+from fedbench.fl.recipe import TrainingRecipe
+from fedbench.fl.stages import LocalResult, LocalTraining
+from fedbench.metrics.base import Metric
+from fedbench.registry import register_defense
+
+# Opacus' reminders that are either answered here (secure mode is reported) or expected (a fresh
+# module and loader every round).
+_OPACUS_NOISE = (
+    r"Secure RNG turned off|Full backward hook is firing|PrivacyEngine detected new dataset"
+)
+
+
+def opacus_problems(model: nn.Module) -> list[str]:
+    """Opacus' reasons why ``model`` cannot be trained with DP-SGD (empty when it can)."""
+    return [str(err).split(". ")[0] for err in ModuleValidator.validate(model, strict=False)]
+
+
+def steps_per_round(num_examples: int, recipe: TrainingRecipe) -> tuple[float, int]:
+    """(Poisson sampling rate, number of DP-SGD steps) of one round for a client of this size.
+
+    A batch of expected size B is drawn by including each example with probability
+    q = 1/⌈n/B⌉ (Opacus' rule); an epoch is ⌈n/B⌉ such steps.
+    """
+    batch = min(recipe.batch_size or num_examples, num_examples)
+    per_epoch = math.ceil(num_examples / batch)
+    if recipe.algorithm == "fedsgd":
+        steps = 1
+    elif recipe.local_steps is not None:
+        steps = recipe.local_steps
+    else:
+        steps = recipe.local_epochs * per_epoch
+    return 1 / per_epoch, steps
+
+
+@dataclass
+class _ClientPrivacy:
+    """One client's persistent state: its PrivacyEngine (with our accountant) and dataset."""
+
+    engine: PrivacyEngine
+    accountant: Accountant
+    dataset: TensorDataset
+    rounds: int = 0
+
+
+def _cycle(loader: DataLoader, steps: int) -> Iterator[list[torch.Tensor]]:
+    done = 0
+    while done < steps:
+        for batch in loader:
+            if done == steps:
+                return
+            done += 1
+            yield batch
+
+
+class OpacusTraining(LocalTraining):
+    """The local_training stage: DP-SGD on a fresh private copy of the model each round."""
+
+    def __init__(self, owner: DPSGD) -> None:
+        self.owner = owner
+
+    def _client(self, client_id: int, data: TensorData) -> _ClientPrivacy:
+        state = self.owner.clients.get(client_id)
+        if state is None:
+            accountant = Accountant(self.owner.accountant_name)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_OPACUS_NOISE)
+                engine = PrivacyEngine(
+                    accountant=self.owner.accountant_name, secure_mode=self.owner.secure_mode
+                )
+            engine.accountant = accountant.opacus  # DP-SGD steps land in our accountant
+            # The positions let the round report which examples it used (ground truth).
+            dataset = TensorDataset(data.x, data.y, torch.arange(len(data)))
+            state = _ClientPrivacy(engine, accountant, dataset)
+            self.owner.clients[client_id] = state
+        return state
+
+    def train(
+        self,
+        model: nn.Module,
+        data: TensorData,
+        recipe: TrainingRecipe,
+        *,
+        client_id: int,
+        ctx: RoundContext,
+    ) -> LocalResult:
+        if len(data) == 0:
+            raise DataError(f"client {client_id} has no data")
+        owner = self.owner
+        assert owner.noise_multiplier is not None
+        state = self._client(client_id, data)
+        device = next(model.parameters()).device
+        private = copy.deepcopy(model)  # make_private hooks a module once, so a fresh copy
+        private.train()
+        optimizer = torch.optim.SGD(private.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+        batch = min(recipe.batch_size or len(data), len(data))
+        sampling = None if owner.secure_mode else ctx.streams.torch("local_training", ctx.round,
+                                                                      client_id)
+        noise_generator = None if owner.secure_mode else ctx.generator("dp_sgd.noise", client_id)
+        loader = DataLoader(state.dataset, batch_size=batch, generator=sampling)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_OPACUS_NOISE)
+            module, dp_optimizer, dp_loader = state.engine.make_private(
+                module=private,
+                optimizer=optimizer,
+                data_loader=loader,
+                noise_multiplier=owner.noise_multiplier,
+                max_grad_norm=owner.max_grad_norm,
+                poisson_sampling=True,
+                noise_generator=noise_generator,
+            )
+            _, steps = steps_per_round(len(data), recipe)
+            losses: list[float] = []
+            used: list[torch.Tensor] = []
+            for x, y, positions in _cycle(dp_loader, steps):
+                dp_optimizer.zero_grad(set_to_none=True)
+                out = module(x.to(device))
+                if len(y) == 0:  # an empty Poisson batch still takes a (pure noise) step
+                    loss = out.sum() * 0.0
+                else:
+                    loss = F.cross_entropy(out, y.to(device))
+                    losses.append(float(loss.detach()))
+                    used.append(positions)
+                loss.backward()
+                dp_optimizer.step()
+        state.rounds += 1
+        positions_used = torch.unique(torch.cat(used)) if used else torch.zeros(0, dtype=torch.long)
+        return LocalResult(
+            params=get_flat(private),
+            num_examples=len(data),
+            used_ids=data.ids[positions_used],
+            loss=statistics.fmean(losses) if losses else math.nan,
+        )
+
+
+@register_defense("dp_sgd")
+class DPSGD(Defense):
+    """Local DP-SGD (Opacus) with one persistent accountant per client; worst client's ε.
+
+    Args:
+        noise_multiplier: σ/C of the Gaussian noise on each summed batch gradient. Defaults to
+            1.0 when ``target_epsilon`` is not set either.
+        target_epsilon: Choose the noise multiplier so that a client taking part in every
+            round ends at most at this ε (at ``target_delta``), for the worst client size.
+        target_delta: δ for the ``target_epsilon`` search.
+        max_grad_norm: C, the per-example gradient clip norm.
+        accountant: "rdp" or "prv" (Opacus).
+        secure_mode: Opacus' secure mode (CSPRNG noise and sampling; needs ``torchcsprng``).
+
+    Example:
+        >>> DPSGD(target_epsilon=4.0).noise_multiplier is None  # chosen in setup
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        target_delta: float = 1e-5,
+        max_grad_norm: float = 1.0,
+        accountant: Literal["rdp", "prv"] = "rdp",
+        secure_mode: bool = False,
+    ) -> None:
+        if noise_multiplier is not None and target_epsilon is not None:
+            raise ConfigError("dp_sgd: set noise_multiplier or target_epsilon, not both")
+        if noise_multiplier is not None and not noise_multiplier > 0:
+            raise ConfigError(f"dp_sgd: noise_multiplier must be > 0, got {noise_multiplier}")
+        if target_epsilon is not None and not target_epsilon > 0:
+            raise ConfigError(f"dp_sgd: target_epsilon must be positive, got {target_epsilon}")
+        if not 0 < target_delta < 1:
+            raise ConfigError(f"dp_sgd: target_delta must be in (0, 1), got {target_delta}")
+        if not max_grad_norm > 0:
+            raise ConfigError(f"dp_sgd: max_grad_norm must be positive, got {max_grad_norm}")
+        if secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            raise ConfigError(
+                "dp_sgd: secure_mode needs the torchcsprng package (Opacus draws its CSPRNG "
+                "noise and sampling from it), which is not installed"
+            )
+        if noise_multiplier is None and target_epsilon is None:
+            noise_multiplier = 1.0
+        self.noise_multiplier = noise_multiplier
+        self.target_epsilon = target_epsilon
+        self.target_delta = target_delta
+        self.max_grad_norm = max_grad_norm
+        self.accountant_name = accountant
+        self.secure_mode = secure_mode
+        self.clients: dict[int, _ClientPrivacy] = {}
+        self.local_training = OpacusTraining(self)
+        self._delta = 1e-5
+
+    def setup(self, run: RunInfo) -> None:
+        problems = opacus_problems(run.model_factory())
+        if problems:
+            raise ConfigError(
+                "dp_sgd: Opacus cannot train this model with per-example gradients: "
+                + "; ".join(problems)
+                + ". Use a model without BatchNorm (e.g. model: {name: resnet18, norm: group})."
+            )
+        if self.target_epsilon is not None:
+            worst = {steps_per_round(n, run.recipe) for n in set(run.client_sizes) if n > 0}
+            self.noise_multiplier = max(
+                noise_multiplier_for(
+                    target_epsilon=self.target_epsilon,
+                    delta=self.target_delta,
+                    sample_rate=q,
+                    steps=steps * run.rounds,
+                    accountant=self.accountant_name,
+                )
+                for q, steps in worst
+            )
+        self.clients = {}
+        super().setup(run)
+
+    def client_epsilons(self, delta: float) -> dict[int, float]:
+        """ε of every client that has taken part so far (clients with equal histories share)."""
+        cache: dict[tuple[tuple[float, float, int], ...], float] = {}
+        out = {}
+        for cid, state in self.clients.items():
+            key = tuple(state.accountant.opacus.history)
+            if key not in cache:
+                cache[key] = state.accountant.epsilon(delta)
+            out[cid] = cache[key]
+        return out
+
+    def privacy_spent(self, delta: float) -> PrivacyReport:
+        self._delta = delta
+        epsilons = self.client_epsilons(delta)
+        worst = max(epsilons.values(), default=0.0)
+        who = max(epsilons, key=lambda c: epsilons[c]) if epsilons else None
+        return PrivacyReport(
+            epsilon=worst,
+            delta=delta,
+            accountant=self.accountant_name,
+            secure_mode=self.secure_mode,
+            level="example",
+            note=f"worst of {len(epsilons)} clients (client {who}); "
+                 f"z={self.noise_multiplier}, C={self.max_grad_norm}",
+        )
+
+    def metrics(self) -> list[Metric]:
+        values = sorted(self.client_epsilons(self._delta).values())
+        out = [Metric("noise_multiplier", float(self.noise_multiplier or 0.0), None,
+                      kind="privacy"),
+               Metric("clients_accounted", len(values), None, kind="info")]
+        if values:
+            note = f"over clients that took part, δ={self._delta:g}"
+            out += [
+                Metric("epsilon_min", values[0], False, kind="privacy", note=note),
+                Metric("epsilon_median", statistics.median(values), False, kind="privacy",
+                       note=note),
+                Metric("epsilon_mean", statistics.fmean(values), False, kind="privacy",
+                       note=note),
+            ]
+        return out

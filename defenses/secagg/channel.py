@@ -1,0 +1,337 @@
+"""The ``secagg`` channel: the server learns only the sum of the round's updates.
+
+Each round runs the protocol of :mod:`.protocol` among the sampled clients: the key rounds in
+``begin_round``, each client's masked input in ``encode`` and the unmasking in ``aggregate``.
+Floats cross into the ring through an :class:`~.encoding.IntegerEncoder`: the ``secagg``
+defense uses :class:`~.encoding.FloatQuantizer` (clip, stochastic rounding); distributed DP
+passes its own encoder to :class:`SecAggChannel`.
+
+Randomness: the graph seed, the dropout draw and the stochastic rounding come from the
+experiment's named streams (``secagg.graph``, ``secagg.dropout``, ``secagg.rounding``), so runs
+are reproducible; keys and mask seeds always come from the OS CSPRNG (they never change the
+sum, only the masked bytes).
+
+Example:
+    >>> defense = SecAgg(neighbours="auto", dropout=0.1, dropout_stage="masked_input")
+    >>> defense.channel.reveals_client_updates
+    False
+
+    In a config: ``defenses: [{name: secagg, neighbours: auto, bits: 32, quant_bits: 16,
+    clip_range: [-0.5, 0.5], dropout: 0.1}]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from fedbench.defenses.base import Defense
+from fedbench.defenses.secagg.encoding import FloatQuantizer, IntegerEncoder
+from fedbench.defenses.secagg.graph import Graph, Plan, choose_degree, full_threshold, majority
+from fedbench.defenses.secagg.prg import MaskGenerator
+from fedbench.defenses.secagg.protocol import SecAggRound, Stage
+from fedbench.errors import AggregationError, ConfigError
+from fedbench.fl.channel import AggregateResult, Channel, EncodedUpdate
+from fedbench.fl.context import RoundContext, RunInfo
+from fedbench.metrics.base import Metric
+from fedbench.registry import register_defense
+
+Neighbours = Literal["full", "auto"] | int
+DropoutStage = Literal["advertise_keys", "share_keys", "masked_input", "unmasking", "random"]
+MIN_CLIENTS = 3  # with two, each learns the other's update from the sum and its own
+
+
+class SecAggChannel(Channel):
+    """Pairwise-masked secure aggregation with dropouts over an integer encoding.
+
+    Args:
+        encoder: Float updates ↔ vectors of Z/2^b.
+        neighbours: "full" (SecAgg: everyone masks with everyone), "auto" (SecAgg+: the smallest
+            even k that meets the tolerated fractions, see :func:`~.graph.choose_degree`), or an
+            even k ≥ 2.
+        threshold: t as a fraction of a client's share holders (its neighbours), in (0.5, 1];
+            None derives it: a majority, and more than the tolerated corrupt clients.
+        dropout: Fraction of the sampled clients that drop out each round (simulated).
+        dropout_stage: The protocol stage at which they drop, or "random" (per client).
+        tolerated_dropout: δ, the dropout fraction the round must survive (sizes k and checks t).
+        tolerated_corruption: γ, the fraction of clients that may collude with the server.
+    """
+
+    name: ClassVar[str] = "secagg"
+    reveals_client_updates: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        encoder: IntegerEncoder,
+        neighbours: Neighbours = "full",
+        threshold: float | None = None,
+        dropout: float = 0.0,
+        dropout_stage: DropoutStage = "masked_input",
+        tolerated_dropout: float = 0.1,
+        tolerated_corruption: float = 0.1,
+    ) -> None:
+        if isinstance(neighbours, str):
+            if neighbours not in ("full", "auto"):
+                raise ConfigError(
+                    f"secagg: neighbours must be 'full', 'auto' or an even k >= 2, got "
+                    f"{neighbours!r}"
+                )
+        elif isinstance(neighbours, bool) or neighbours < 2 or neighbours % 2:
+            raise ConfigError(
+                f"secagg: neighbours must be 'full', 'auto' or an even k >= 2 (the degree of a "
+                f"Harary graph), got {neighbours!r}"
+            )
+        if threshold is not None and not 0.5 < threshold <= 1:
+            raise ConfigError(
+                f"secagg: threshold must be a fraction of the share holders in (0.5, 1], got "
+                f"{threshold}; at most half would let the server collect both secrets of a client"
+            )
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"secagg: dropout must be in [0, 1), got {dropout}")
+        if dropout_stage != "random" and dropout_stage not in {s.value for s in Stage}:
+            raise ConfigError(
+                f"secagg: dropout_stage must be one of {[s.value for s in Stage]} or 'random', "
+                f"got {dropout_stage!r}"
+            )
+        for field_name, value in (
+            ("tolerated_dropout", tolerated_dropout),
+            ("tolerated_corruption", tolerated_corruption),
+        ):
+            if not 0 <= value < 0.5:
+                raise ConfigError(f"secagg: {field_name} must be in [0, 0.5), got {value}")
+        self.encoder = encoder
+        self.neighbours = neighbours
+        self.threshold = threshold
+        self.dropout = dropout
+        self.dropout_stage = dropout_stage
+        self.tolerated_dropout = tolerated_dropout
+        self.tolerated_corruption = tolerated_corruption
+        self.masks = MaskGenerator(encoder.ring)
+        self.history: list[dict[str, float]] = []
+        self._ctx: RoundContext | None = None
+        self._round: SecAggRound | None = None
+        self._abort: str | None = None
+        self._reference: np.ndarray | None = None
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def plan(self, clients: int) -> Plan:
+        """Degree and threshold for a round of ``clients`` clients."""
+        if clients < MIN_CLIENTS:
+            raise ConfigError(
+                f"secagg: a round needs at least {MIN_CLIENTS} clients, got {clients}"
+            )
+        if self.neighbours == "auto":
+            plan = choose_degree(
+                clients, dropout=self.tolerated_dropout, corruption=self.tolerated_corruption
+            )
+        elif self.neighbours == "full" or self.neighbours >= clients - 1:
+            plan = Plan(None, full_threshold(clients, corruption=self.tolerated_corruption))
+        else:
+            plan = Plan(self.neighbours, majority(self.neighbours))
+        if self.threshold is not None:
+            holders = plan.degree or clients - 1
+            plan = Plan(plan.degree, max(1, math.ceil(self.threshold * holders)))
+        return plan
+
+    def setup(self, run: RunInfo) -> None:
+        """Refuse configurations whose sum could wrap or whose threshold cannot be met."""
+        most = run.num_clients if run.sampling == "poisson" else round(run.expected_clients)
+        self.encoder.check_headroom(most)
+        expected = max(round(run.expected_clients), 1)
+        if run.sampling == "fixed":
+            plan = self.plan(expected)  # raises for fewer than MIN_CLIENTS
+            holders = plan.degree or expected - 1
+            survivors = holders - math.ceil(self.tolerated_dropout * holders)
+            if survivors < plan.threshold:
+                raise ConfigError(
+                    f"secagg: with {expected} clients per round a client has {holders} share "
+                    f"holders and needs {plan.threshold}; losing a tolerated_dropout="
+                    f"{self.tolerated_dropout} fraction of them leaves {survivors}: lower the "
+                    "threshold or tolerated_dropout"
+                )
+
+    # -- one round ---------------------------------------------------------------------------
+
+    def begin_round(self, ctx: RoundContext) -> None:
+        """Plan the graph, draw the dropouts and run the key rounds among the sampled clients."""
+        self._ctx = ctx
+        self._round = None
+        self._abort = None
+        self._reference = np.zeros(ctx.dim, dtype=np.float64)
+        sampled = list(ctx.sampled)
+        if len(sampled) < MIN_CLIENTS:
+            self._abort = (
+                f"round {ctx.round}: secagg needs at least {MIN_CLIENTS} clients, "
+                f"{len(sampled)} were sampled"
+            )
+            return
+        try:
+            self.encoder.check_headroom(len(sampled))
+        except ConfigError as err:
+            self._abort = f"round {ctx.round}: {err}"
+            return
+        plan = self.plan(len(sampled))
+        seed = ctx.streams.numpy("secagg.graph", ctx.round).bytes(32)
+        graph = Graph.from_plan(sampled, plan, seed=seed)
+        try:
+            self._round = SecAggRound(
+                sampled,
+                ring=self.encoder.ring,
+                graph=graph,
+                threshold=plan.threshold,
+                round_index=ctx.round,
+                dropouts=self.draw_dropouts(sampled, ctx),
+                masks=self.masks,
+            )
+        except AggregationError as err:
+            self._abort = str(err)
+
+    def draw_dropouts(self, sampled: list[int], ctx: RoundContext) -> dict[int, Stage]:
+        """round(dropout·n) clients, drawn from the ``secagg.dropout`` stream, and their stage."""
+        rng = ctx.streams.numpy("secagg.dropout", ctx.round)
+        count = round(self.dropout * len(sampled))
+        chosen = rng.choice(np.asarray(sampled), size=count, replace=False)
+        stages = list(Stage)
+        return {
+            int(c): (
+                stages[int(rng.integers(len(stages)))]
+                if self.dropout_stage == "random"
+                else Stage(self.dropout_stage)
+            )
+            for c in chosen
+        }
+
+    def encode(self, client_id: int, update: np.ndarray) -> EncodedUpdate:
+        """Client side: encode into the ring and mask (no message if the client dropped)."""
+        ctx = self._ctx
+        if ctx is None:
+            raise RuntimeError("secagg: encode called before begin_round")
+        rng = ctx.streams.numpy("secagg.rounding", ctx.round, client_id)
+        encoded = self.encoder.encode(update, rng)
+        message = None if self._round is None else self._round.masked_input(client_id, encoded)
+        if message is None:
+            return EncodedUpdate(client_id, None, 0)
+        # Evaluation bookkeeping, never shown to the server or attacks: the exact float sum,
+        # to report the encoding error of the decoded aggregate.
+        assert self._reference is not None
+        self._reference += update
+        return EncodedUpdate(client_id, message, message.nbytes)
+
+    def aggregate(self, messages: Mapping[int, EncodedUpdate]) -> AggregateResult:
+        """Server side: sum the masked inputs, run the unmasking round, decode."""
+        if self._abort is not None:
+            raise AggregationError(self._abort)
+        if self._round is None:
+            raise AggregationError("secagg: aggregate called before begin_round")
+        inputs = {c: m.payload for c, m in messages.items() if m.payload is not None}
+        result = self._round.aggregate(inputs)
+        count = len(result.contributors)
+        total = self.encoder.decode(result.total, count)
+        assert self._reference is not None
+        stats = {
+            "decode_error_max": float(np.max(np.abs(total - self._reference), initial=0.0)),
+            "threshold": float(self._round.setup.threshold),
+            "degree": float(self._round.setup.graph.degree),
+        }
+        bound = self.encoder.error_bound(count)
+        if bound is not None:
+            stats["quantization_error_bound"] = bound
+        self.history.append(stats)
+        # Clients missing without a drawn dropout were rejected before encoding; the
+        # simulation has already recorded why.
+        dropped = {
+            c: f"dropped at {stage.value}"
+            + (" (input included in the sum)" if stage is Stage.UNMASKING else "")
+            for c, stage in result.dropped.items()
+            if c in self._round.dropouts
+        }
+        return AggregateResult(
+            total=total,
+            contributors=result.contributors,
+            dropped=dropped,
+            upload_bytes=result.upload_bytes,
+            download_bytes=result.download_bytes,
+            stats=stats,
+        )
+
+
+@register_defense("secagg")
+class SecAgg(Defense):
+    """Secure aggregation with dropouts (SecAgg, or SecAgg+ with ``neighbours``) as the channel.
+
+    Updates are clipped to ``clip_range`` per coordinate, quantized to 2^quant_bits levels with
+    stochastic rounding and summed modulo 2^bits under pairwise masks; a configuration whose sum
+    could wrap is refused with the number of bits it needs. The server sees masked vectors and
+    the decoded sum only, so attacks get the aggregate view at best.
+
+    Args:
+        neighbours: "full" (SecAgg), "auto" (SecAgg+, k = O(log n) from the tolerated
+            fractions) or an even k ≥ 2.
+        threshold: t as a fraction of each client's share holders, in (0.5, 1]; None derives it.
+        bits: b, the ring Z/2^b the masked sum lives in.
+        quant_bits: Quantization levels per coordinate, 2^quant_bits.
+        clip_range: (lo, hi) every coordinate is clipped to (after the FedAvg weighting).
+        dropout: Fraction of sampled clients that drop out each round (simulated).
+        dropout_stage: "advertise_keys", "share_keys", "masked_input", "unmasking" or "random".
+        tolerated_dropout: δ the protocol is sized for.
+        tolerated_corruption: γ the protocol is sized for.
+
+    Example:
+        >>> SecAgg(bits=32, quant_bits=16).channel.encoder.step
+        3.0518043793392844e-05
+    """
+
+    def __init__(
+        self,
+        *,
+        neighbours: Neighbours = "full",
+        threshold: float | None = None,
+        bits: int = 32,
+        quant_bits: int = 16,
+        clip_range: tuple[float, float] = (-1.0, 1.0),
+        dropout: float = 0.0,
+        dropout_stage: DropoutStage = "masked_input",
+        tolerated_dropout: float = 0.1,
+        tolerated_corruption: float = 0.1,
+    ) -> None:
+        self.channel: SecAggChannel = SecAggChannel(
+            encoder=FloatQuantizer(clip_range=clip_range, quant_bits=quant_bits, bits=bits),
+            neighbours=neighbours,
+            threshold=threshold,
+            dropout=dropout,
+            dropout_stage=dropout_stage,
+            tolerated_dropout=tolerated_dropout,
+            tolerated_corruption=tolerated_corruption,
+        )
+
+    def metrics(self) -> list[Metric]:
+        """Decoding error and protocol parameters over the rounds that completed."""
+        history = self.channel.history
+        if not history:
+            return []
+        metrics = [
+            Metric(
+                "secagg_decode_error_max",
+                max(h["decode_error_max"] for h in history),
+                False,
+                kind="utility",
+                note="max |decoded sum − float sum| over coordinates and rounds "
+                "(clipping + stochastic rounding)",
+            ),
+            Metric("secagg_degree_mean", float(np.mean([h["degree"] for h in history])), None,
+                   kind="info", note="neighbours per client (n − 1 for SecAgg)"),
+            Metric("secagg_threshold_mean", float(np.mean([h["threshold"] for h in history])),
+                   None, kind="info", note="shares needed per client secret"),
+        ]
+        bounds = [h["quantization_error_bound"] for h in history if "quantization_error_bound" in h]
+        if bounds:
+            metrics.append(Metric(
+                "secagg_quantization_error_bound", max(bounds), False, kind="utility",
+                note="n × quantization step: worst case for inputs inside clip_range",
+            ))
+        return metrics

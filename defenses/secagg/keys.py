@@ -1,0 +1,91 @@
+"""Keys of the protocol: X25519 agreement, HKDF-SHA256 derivation, AES-GCM for shares.
+
+Each client holds two X25519 key pairs per round, as in Bonawitz et al.: ``c`` to encrypt the
+secret shares it sends to other clients through the server, and ``s`` whose agreement with a
+neighbour's ``s`` key seeds their pairwise mask. The ``s`` private key is derived from a 128-bit
+seed so that the seed (one 16-byte Shamir chunk, not two) is what is secret-shared; knowing the
+seed is knowing the key.
+
+Every derived key is bound by HKDF's ``info`` to its purpose, the round and the client ids, so
+no key serves two purposes, rounds or directions.
+
+Example:
+    >>> a, b = private_key_from_seed(bytes(16)), private_key_from_seed(bytes(range(16)))
+    >>> ab = shared_secret(a, public_bytes(b))
+    >>> ab == shared_secret(b, public_bytes(a))
+    True
+    >>> mask_seed(ab, round_index=0, a=3, b=5) == mask_seed(ab, round_index=0, a=5, b=3)
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+SEED_BYTES = 16
+PUBLIC_KEY_BYTES = 32
+TAG_BYTES = 16
+# Every AES-GCM key seals exactly one message (see share_key), so a constant nonce is safe.
+_NONCE = bytes(12)
+
+
+def random_seed() -> bytes:
+    """A fresh 128-bit secret from the operating system's CSPRNG."""
+    return os.urandom(SEED_BYTES)
+
+
+def _hkdf(material: bytes, length: int, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(material)
+
+
+def private_key_from_seed(seed: bytes) -> X25519PrivateKey:
+    """The X25519 private key determined by a 128-bit seed."""
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"a key seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    return X25519PrivateKey.from_private_bytes(_hkdf(seed, 32, b"fedbench/secagg/x25519-key"))
+
+
+def public_bytes(key: X25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of ``key``."""
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def shared_secret(key: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """X25519 agreement with a peer's raw public key (rejects low-order points)."""
+    return key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+
+
+def mask_seed(secret: bytes, *, round_index: int, a: int, b: int) -> bytes:
+    """The 128-bit seed of the pairwise mask between clients ``a`` and ``b`` (order-free)."""
+    low, high = sorted((a, b))
+    info = b"fedbench/secagg/pairwise-mask" + struct.pack(">QQQ", round_index, low, high)
+    return _hkdf(secret, SEED_BYTES, info)
+
+
+def share_key(secret: bytes, *, round_index: int, sender: int, recipient: int) -> bytes:
+    """The AES-128-GCM key for the one message ``sender`` seals for ``recipient``."""
+    info = b"fedbench/secagg/share-encryption" + struct.pack(
+        ">QQQ", round_index, sender, recipient
+    )
+    return _hkdf(secret, 16, info)
+
+
+def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """Authenticated encryption (AES-GCM); the ciphertext is 16 bytes longer."""
+    return AESGCM(key).encrypt(_NONCE, plaintext, associated)
+
+
+def open_sealed(key: bytes, ciphertext: bytes, associated: bytes) -> bytes:
+    """Decrypt and authenticate; raises ValueError when the ciphertext was altered."""
+    try:
+        return AESGCM(key).decrypt(_NONCE, ciphertext, associated)
+    except InvalidTag:
+        raise ValueError("ciphertext failed authentication (altered or misdirected)") from None
