@@ -276,6 +276,7 @@ class Simulation:
             "dropped": len(record.dropped),
             "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
             "upload_bytes": int(sum(record.upload_bytes.values())),
+            "uploaders": len(record.upload_bytes),
         }
         if result is not None:
             row.update({f"channel_{k}": v for k, v in result.stats.items()})

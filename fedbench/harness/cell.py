@@ -67,18 +67,21 @@ def model_factory(
 
 
 def membership_candidates(
-    data: FederatedData, private: PrivateLog, limit: int, rng: np.random.Generator
+    data: FederatedData, private: PrivateLog, limit: int, rng: np.random.Generator,
+    members: TensorData | None = None,
 ) -> tuple[TensorData, np.ndarray]:
     """Members (examples of clients that contributed) and as many test non-members, shuffled.
 
-    The returned records carry renumbered ids (0..n-1) so that ids reveal nothing.
+    ``members`` replaces the member pool, e.g. by the examples behind the one client update an
+    attack sees. The returned records carry renumbered ids (0..n-1) so that ids reveal nothing.
     """
-    members_pool = [data.clients[c] for c in sorted(private.participants)]
-    if not members_pool:
-        raise ValueError("no client contributed to training, so there are no members")
-    members = members_pool[0]
-    for part in members_pool[1:]:
-        members = members.concat(part)
+    if members is None:
+        members_pool = [data.clients[c] for c in sorted(private.participants)]
+        if not members_pool:
+            raise ValueError("no client contributed to training, so there are no members")
+        members = members_pool[0]
+        for part in members_pool[1:]:
+            members = members.concat(part)
     count = min(limit, len(members), len(data.test))
     chosen_members = members.subset(rng.choice(len(members), size=count, replace=False))
     chosen_non = data.test.subset(rng.choice(len(data.test), size=count, replace=False))
@@ -242,6 +245,8 @@ class CellRun:
         dropped = sum(r.get("dropped", 0) for r in history)
         contributions = sum(r.get("contributors", 0) for r in history)
         upload = sum(r.get("upload_bytes", 0) for r in history)
+        # Per client that sent anything: dropped clients' protocol messages count for them.
+        uploaders = max(1, sum(r.get("uploaders", 0) for r in history))
         dim = sim.transcript.final_params.numel() if sim.transcript.final_params is not None else 0
         ok_rounds = max(1, len(history) - failed)
         plain = _plaintext_sum_seconds(round(self.cfg.fl.expected_clients), dim)
@@ -250,9 +255,9 @@ class CellRun:
             Metric("test_loss", last_eval["loss"], False, kind="utility"),
             Metric("rounds_failed", failed, False, kind="utility"),
             Metric("clients_dropped", dropped, False, kind="utility"),
-            Metric("upload_bytes_per_client", upload / max(1, contributions), False,
+            Metric("upload_bytes_per_client", upload / uploaders, False,
                    kind="cost", unit="bytes"),
-            Metric("upload_bytes_per_param", upload / max(1, contributions) / max(1, dim), False,
+            Metric("upload_bytes_per_param", upload / uploaders / max(1, dim), False,
                    kind="cost", unit="bytes"),
             Metric("aggregate_seconds_per_round", sim.timings["channel_aggregate"] / ok_rounds,
                    False, kind="cost", unit="s", timing=True),
@@ -302,8 +307,11 @@ class CellRun:
                       source=source, attack=plan.name, view=plan.view.value,
                       status="not_applicable")
             return
+        # An attack on one client's update asks "was x in this update?", so its members are the
+        # examples behind that update rather than every participant's data.
+        behind = truth.examples if plan.view == ViewKind.CLIENT_UPDATE else None
         candidates, membership = membership_candidates(
-            data, sim.private, self.cfg.mia_candidates, streams.numpy("candidates")
+            data, sim.private, self.cfg.mia_candidates, streams.numpy("candidates"), behind
         )
         knowledge = AttackerKnowledge(
             model_factory=factory,
@@ -317,6 +325,7 @@ class CellRun:
             candidates=candidates,
             device=torch.device(self.cfg.device),
             seed=streams.integer_seed("attack", index),
+            client_sizes=tuple(len(c) for c in data.clients),
         )
         truth = GroundTruth(examples=truth.examples, membership=membership)
         tick = time.perf_counter()
