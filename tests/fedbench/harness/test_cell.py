@@ -39,7 +39,7 @@ def test_records_are_long_format_with_provenance() -> None:
     assert cell_row["type"] == "cell" and cell_row["status"] == "ok"
     assert {"config", "seeds", "versions", "git_commit", "host", "duration_s"} <= set(cell_row)
     assert cell_row["versions"]["torch"] != "not installed"
-    assert metrics["accuracy"]["higher_is_better"] is True and metrics["accuracy"]["value"] > 0.8
+    assert metrics["accuracy"]["higher_is_better"] is True and metrics["accuracy"]["value"] > 0.7
     assert metrics["mia_auc"]["higher_is_better"] is False
     assert (
         metrics["mia_auc"]["attack"] == "loss_threshold"
