@@ -1,4 +1,4 @@
-"""Command line: ``fedbench run | report | compare | list``."""
+"""Command line: ``fedbench run | report | compare | bench | list``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if comparison.failed else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fedbench.harness.bench_report import write_bench_report
+
+    table, files = write_bench_report(Path(args.json), Path(args.out))
+    print(table)
+    print("wrote " + ", ".join(str(p) for p in files))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from fedbench.harness.suite import packaged_suites
     from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS
@@ -120,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("new", help="results folder or pytest-benchmark JSON (candidate)")
     compare.add_argument("--all", action="store_true", help="list unchanged metrics too")
     compare.set_defaults(func=_cmd_compare)
+
+    bench = sub.add_parser(
+        "bench", help="Markdown table and log-log scaling figure from pytest-benchmark JSON"
+    )
+    bench.add_argument("json", help="a --benchmark-json file")
+    bench.add_argument("--out", default="results/benchmarks",
+                       help="folder for benchmarks.md and scaling.png "
+                            "(default: results/benchmarks)")
+    bench.set_defaults(func=_cmd_bench)
 
     listing = sub.add_parser("list", help="registered components and their parameters")
     listing.add_argument("family", nargs="?",

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
-from fedbench.defenses.base import Defense
 
 from fedbench.config import parse_experiment
+from fedbench.defenses.base import Defense
 from fedbench.errors import AggregationError
 from fedbench.fl.channel import AggregateResult, Channel, EncodedUpdate, PlaintextChannel
 from fedbench.fl.client import SGDTraining

@@ -64,7 +64,6 @@ def test_failing_cell_is_recorded_not_raised() -> None:
 
 def test_attack_without_open_view_is_recorded_not_applicable() -> None:
     from fedbench.attacks.base import Attack
-
     from fedbench.fl.transcript import ViewKind
 
     @ATTACKS.register("_test_needs_client_update")
