@@ -48,7 +48,9 @@ class Component(Generic[T]):
         """Parameter name -> 'type = default' (for `fedbench list`)."""
         out = {}
         for field_name, field in self.params_model.model_fields.items():
-            ann = getattr(field.annotation, "__name__", None) or str(field.annotation)
+            annotation = field.annotation
+            plain = typing.get_origin(annotation) is None and hasattr(annotation, "__name__")
+            ann = annotation.__name__ if plain else str(annotation)  # type: ignore[union-attr]
             ann = ann.replace("typing.", "")
             out[field_name] = ann if field.is_required() else f"{ann} = {field.default!r}"
         return out
