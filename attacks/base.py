@@ -52,6 +52,8 @@ class AttackerKnowledge:
             renumbered so they carry no information), or None.
         device: Device to run on.
         seed: Seed of the attack's own random stream.
+        client_sizes: Examples each client reported (public: FedAvg weighting needs them), or
+            None when unknown.
     """
 
     model_factory: Callable[[], nn.Module]
@@ -65,6 +67,7 @@ class AttackerKnowledge:
     candidates: TensorData | None
     device: torch.device
     seed: int
+    client_sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from fedbench.attacks.base import Attack, AttackerKnowledge, AttackResult, GroundTruth
 from torch.nn import functional as F
 
-from fedbench.fl.params import set_flat
-from fedbench.fl.transcript import FinalModelView, View, ViewKind
-from fedbench.metrics.base import Metric
-from fedbench.metrics.mia import membership_metrics
+from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attacks.membership.base import MembershipAttack
+from fedbench.fl.transcript import View, ViewKind
 from fedbench.registry import register_attack
 
 
@@ -38,22 +36,20 @@ def per_example_loss(
 
 
 @register_attack("loss_threshold")
-class LossThreshold(Attack):
-    """Score = −loss of the candidate under the released model (Yeom et al. 2018)."""
+class LossThreshold(MembershipAttack):
+    """Score = −loss of the candidate under the released model (Yeom et al. 2018).
 
+    Example:
+        >>> from fedbench.registry import ATTACKS
+        >>> ATTACKS.create("loss_threshold").views
+        (<ViewKind.FINAL_MODEL: 'final_model'>,)
+    """
+
+    name: ClassVar[str] = "loss_threshold"
     views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
-        if not isinstance(view, FinalModelView):
-            raise TypeError(f"loss_threshold needs the final_model view, got {view.kind}")
-        if knowledge.candidates is None:
-            raise ValueError("loss_threshold needs candidate records to score")
-        model = knowledge.model_factory().to(knowledge.device)
-        set_flat(model, view.params)
-        losses = per_example_loss(model, knowledge.candidates.x, knowledge.candidates.y)
+        candidates = self.candidates(knowledge)
+        model = self.target_model(view, knowledge)
+        losses = per_example_loss(model, candidates.x, candidates.y)
         return AttackResult(scores=(-losses).numpy())
-
-    def score(self, result: AttackResult, truth: GroundTruth) -> list[Metric]:
-        if result.scores is None or truth.membership is None:
-            raise ValueError("loss_threshold: scoring needs scores and membership labels")
-        return membership_metrics(result.scores, truth.membership)
