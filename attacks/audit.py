@@ -178,10 +178,11 @@ def threshold_audit(
 class Audit(Attack):
     """Run a membership attack and turn its success into empirical ε lower bounds.
 
-    The candidates the harness hands out are members and as many non-members, shuffled; the
-    one-run bound treats each candidate's membership as a fair coin, which holds for canaries
-    inserted with probability ½ and approximately for a random train/test split (class
-    balance and the fixed member count make it approximate; the note says so).
+    The one-run bound assumes each candidate's membership was an independent fair coin. That
+    holds exactly when the experiment sets ``canaries`` (the harness keeps each canary in
+    training with probability ½ before training starts); otherwise the candidates are members
+    and as many test non-members, which holds only approximately (fixed member count, class
+    balance), and the note says so.
 
     Args:
         attack: The registered membership attack whose scores are audited.
@@ -238,7 +239,11 @@ class Audit(Attack):
             Metric("epsilon_lower_bound", one_run.epsilon, False, kind="privacy",
                    note=f"one-run audit (Steinke et al. 2023): {one_run.correct}/"
                         f"{one_run.guesses} guesses right on {one_run.canaries} candidates; "
-                        f"{level}; membership treated as a fair coin per candidate"),
+                        f"{level}; " + (
+                            "canaries kept in training by independent fair coins"
+                            if truth.canaries
+                            else "approximate: member/test split treated as fair coins"
+                        )),
             Metric("epsilon_lower_bound_threshold", rates.epsilon, False, kind="privacy",
                    note=f"Clopper–Pearson TPR/FPR on a held-out half (tp={rates.tp}, "
                         f"fn={rates.fn}, fp={rates.fp}, tn={rates.tn}); {level}"),

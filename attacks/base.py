@@ -77,10 +77,14 @@ class GroundTruth:
     Attributes:
         examples: The private examples behind the attacked update or aggregate (inversion).
         membership: 1 for members, 0 for non-members, aligned with ``knowledge.candidates``.
+        canaries: True when membership was decided by an independent fair coin per candidate
+            (canaries kept in or removed from training before it started), False when members
+            and non-members come from a fixed split (members vs the test split).
     """
 
     examples: TensorData | None = None
     membership: np.ndarray | None = None
+    canaries: bool = False
 
 
 @dataclass

@@ -145,6 +145,9 @@ class ExperimentConfig(_Strict):
         device: Torch device ("cpu", "cuda", "cuda:1"...).
         mia_candidates: Members and as many non-members given to membership attacks (at most).
         delta: The δ at which DP defenses report ε.
+        canaries: For one-run DP auditing: this many records are drawn from the clients' data
+            and each is kept in training with probability ½ (the others are removed before
+            training starts); membership attacks are then scored on the canaries.
     """
 
     name: str = "experiment"
@@ -159,6 +162,7 @@ class ExperimentConfig(_Strict):
     device: str = "cpu"
     mia_candidates: int = Field(500, ge=2)
     delta: float = Field(1e-5, gt=0, lt=1)
+    canaries: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _components(self) -> ExperimentConfig:

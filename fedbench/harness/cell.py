@@ -6,7 +6,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from fedbench.config import ExperimentConfig
 from fedbench.data.federated import FederatedData, federate
 from fedbench.data.tensors import TensorData
 from fedbench.defenses.base import Defense
+from fedbench.errors import DataError
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.simulation import PrivateLog, Simulation, SimulationResult, recipe_from
 from fedbench.fl.transcript import Transcript, View, ViewKind
@@ -92,6 +93,46 @@ def membership_candidates(
     return TensorData(shuffled.x, shuffled.y, torch.arange(2 * count)), labels[order]
 
 
+@dataclass(frozen=True)
+class Canaries:
+    """Canary records and whether each was kept in training (an independent fair coin)."""
+
+    records: TensorData
+    included: np.ndarray
+
+
+def insert_canaries(
+    data: FederatedData, count: int, rng: np.random.Generator
+) -> tuple[FederatedData, Canaries]:
+    """Draw ``count`` canaries from the clients' data; remove those whose coin says "out".
+
+    The coins are flipped before training, so membership is independent of everything the
+    training does, as the one-run audit (Steinke, Nasr, Jagielski 2023) requires.
+    """
+    owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(data.clients)])
+    position = np.concatenate([np.arange(len(c)) for c in data.clients])
+    if count > len(owner):
+        raise DataError(f"canaries: {count} requested but the clients hold {len(owner)} examples")
+    chosen = rng.choice(len(owner), size=count, replace=False)
+    included = rng.integers(0, 2, size=count)
+    removed: dict[int, set[int]] = {}
+    for pick, keep in zip(chosen, included, strict=True):
+        if not keep:
+            removed.setdefault(int(owner[pick]), set()).add(int(position[pick]))
+    clients = []
+    for i, client in enumerate(data.clients):
+        keep_rows = np.array([p for p in range(len(client)) if p not in removed.get(i, set())])
+        if len(keep_rows) == 0:
+            raise DataError(f"canaries: removing the 'out' canaries leaves client {i} no data")
+        clients.append(client.subset(keep_rows))
+    records = [data.clients[int(owner[p])].subset(np.array([position[p]])) for p in chosen]
+    pooled = records[0]
+    for record in records[1:]:
+        pooled = pooled.concat(record)
+    renumbered = TensorData(pooled.x, pooled.y, torch.arange(count))
+    return replace(data, clients=clients), Canaries(renumbered, included.astype(int))
+
+
 def examples_by_id(data: FederatedData, ids: torch.Tensor) -> TensorData:
     """The client examples with the given global ids, in the order of ``ids``."""
     pool = data.clients[0]
@@ -150,6 +191,7 @@ class CellRun:
         self.run_id = uuid.uuid4().hex
         self.rows: list[dict[str, Any]] = []
         self.insecure: list[str] = []
+        self.canaries: Canaries | None = None
 
     def _row(
         self, metric: Metric, *, source: str, attack: str | None = None, view: str | None = None,
@@ -210,6 +252,8 @@ class CellRun:
         cfg = self.cfg
         streams = Streams(cfg.seed)
         data = build_data(cfg, streams)
+        if cfg.canaries:
+            data, self.canaries = insert_canaries(data, cfg.canaries, streams.numpy("canaries"))
         factory = model_factory(cfg, data, streams)
         defenses: list[tuple[str, Defense]] = [
             (d.name, DEFENSES.create(d.name, d.params)) for d in cfg.defenses
@@ -310,9 +354,12 @@ class CellRun:
         # An attack on one client's update asks "was x in this update?", so its members are the
         # examples behind that update rather than every participant's data.
         behind = truth.examples if plan.view == ViewKind.CLIENT_UPDATE else None
-        candidates, membership = membership_candidates(
-            data, sim.private, self.cfg.mia_candidates, streams.numpy("candidates"), behind
-        )
+        if self.canaries is not None:
+            candidates, membership = self.canaries.records, self.canaries.included
+        else:
+            candidates, membership = membership_candidates(
+                data, sim.private, self.cfg.mia_candidates, streams.numpy("candidates"), behind
+            )
         knowledge = AttackerKnowledge(
             model_factory=factory,
             input_shape=data.input_shape,
@@ -327,7 +374,9 @@ class CellRun:
             seed=streams.integer_seed("attack", index),
             client_sizes=tuple(len(c) for c in data.clients),
         )
-        truth = GroundTruth(examples=truth.examples, membership=membership)
+        truth = GroundTruth(
+            examples=truth.examples, membership=membership, canaries=self.canaries is not None
+        )
         tick = time.perf_counter()
         result = plan.attack.run(view, knowledge)
         seconds = time.perf_counter() - tick

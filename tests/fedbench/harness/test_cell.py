@@ -112,3 +112,26 @@ def test_bad_experiment_fails_before_any_work(bad: dict) -> None:
 
     with pytest.raises(ConfigError):
         parse_experiment({**EXPERIMENT, **bad})
+
+
+def test_canaries_out_are_removed_before_training_in_are_kept() -> None:
+    from fedbench.harness.cell import build_data, insert_canaries
+    from fedbench.seeding import Streams
+
+    data = build_data(parse_experiment(EXPERIMENT), Streams(0))
+    fewer, canaries = insert_canaries(data, 200, np.random.default_rng(0))
+    assert 70 < canaries.included.sum() < 130  # fair coins
+    before = sum(len(c) for c in data.clients)
+    assert sum(len(c) for c in fewer.clients) == before - (200 - canaries.included.sum())
+    pool = np.concatenate([c.x.numpy().reshape(len(c), -1) for c in fewer.clients])
+    for record, kept in zip(canaries.records.x.numpy(), canaries.included, strict=True):
+        present = (np.abs(pool - record.reshape(1, -1)).max(axis=1) == 0).any()
+        assert present == bool(kept)
+    assert canaries.records.ids.tolist() == list(range(200))
+
+
+def test_audit_on_canaries_says_so() -> None:
+    rows = run_cell(_cell(attacks=[{"name": "audit", "attack": "loss_threshold"}], canaries=100))
+    bound = next(r for r in rows if r.get("metric") == "epsilon_lower_bound")
+    assert "canaries kept in training by independent fair coins" in bound["note"]
+    assert "on 100 candidates" in bound["note"]
