@@ -145,6 +145,10 @@ class ExperimentConfig(_Strict):
         device: Torch device ("cpu", "cuda", "cuda:1"...).
         mia_candidates: Members and as many non-members given to membership attacks (at most).
         delta: The δ at which DP defenses report ε.
+        threads: torch CPU threads for this cell. Part of the configuration because the thread
+            count changes the order of float reductions (so results match only at equal
+            counts); 1 is also the fastest for the small models of the offline suites, and
+            lets ``--jobs`` use the cores.
         canaries: For one-run DP auditing: this many records are drawn from the clients' data
             and each is kept in training with probability ½ (the others are removed before
             training starts); membership attacks are then scored on the canaries.
@@ -163,6 +167,7 @@ class ExperimentConfig(_Strict):
     mia_candidates: int = Field(500, ge=2)
     delta: float = Field(1e-5, gt=0, lt=1)
     canaries: int = Field(0, ge=0)
+    threads: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _components(self) -> ExperimentConfig:

@@ -1,8 +1,14 @@
-"""pytest-benchmark JSON -> a Markdown table and a log-log scaling figure.
+"""pytest-benchmark JSON -> one Markdown table and a log-log scaling figure.
 
-Benchmarks record what they measured in ``extra_info`` (``channel``, ``phase``, ``clients``,
-``dim`` and ratios measured in the same run, see ``benchmarks/``); this module only reads that
-JSON back. Rows keep the best (minimum) round time, the least noisy statistic on a shared machine.
+Benchmarks record what they measured in ``extra_info`` — ``channel``, ``role`` (``channel``,
+``peer`` or ``baseline``), ``phase``, ``clients``, ``dim``, ``dropout``, ``values`` and ratios
+measured in the same run, with ``compare`` naming the ratios that matter and ``targets`` their
+bounds (see ``benchmarks/aggregation_support.py``); this module only reads that JSON back. Rows
+keep the best (minimum) round time, the least noisy statistic on a shared machine.
+
+The table groups comparable rows: by phase, then n, dimension and dropout, with the channels in
+the order the suite ran them. The figure has one panel per (n, phase): time against dimension,
+one line per channel (and dropout), peers dashed, baselines dotted.
 
 Example:
     >>> data = {"benchmarks": [{"name": "test_x[a]", "param": "a", "params": {},
@@ -27,16 +33,18 @@ from fedbench.errors import ResultsError
 TABLE_FILE = "benchmarks.md"
 FIGURE_FILE = "scaling.png"
 
-# extra_info keys shown as columns when at least one row has them: (key, header).
-EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("bytes_per_value", "bytes/value"),
-    ("ratio_to_plaintext_sum", "× plaintext sum"),
-    ("speedup_vs_phe_per_value", "speed-up vs phe"),
-    ("ratio_to_tenseal_loop", "× TenSEAL loop"),
-    ("mask_rate_vs_raw_aes", "mask rate / raw AES"),
-    ("overhead_fraction", "overhead"),
-    ("meets_target", "target met"),
-)
+# Ratio and byte columns with readable headers, shown when at least one row has a value; any
+# other ratio a benchmark declares in ``extra_info["compare"]`` gets a column under its own name.
+KNOWN_COLUMNS: dict[str, str] = {
+    "ratio_to_plaintext_sum": "× plaintext sum",
+    "bytes_per_value": "bytes/value",
+    "upload_vs_plaintext": "upload / float32",
+    "mask_rate_vs_raw_aes": "mask rate / raw AES",
+    "speedup_vs_phe_per_value": "speed-up vs phe",
+    "ratio_to_tenseal_loop": "× TenSEAL loop",
+    "overhead_fraction": "overhead",
+}
+ROLE_STYLE = {"channel": "-", "peer": "--", "baseline": ":"}
 
 
 @dataclass(frozen=True)
@@ -46,9 +54,12 @@ class BenchRow:
     Attributes:
         name: The test name with its parameters.
         channel: What was measured (``extra_info["channel"]``, else the test name).
+        role: ``channel``, ``peer`` or ``baseline`` (``extra_info["role"]``, else ``channel``).
         phase: Which step (``extra_info["phase"]``, else "").
         clients: Number of clients, if recorded.
         dim: Vector length, if recorded.
+        dropout: Fraction of clients that dropped out, if recorded.
+        values: Values one call processes (``extra_info["values"]``, else ``dim``).
         seconds: Best round time.
         median: Median round time.
         rounds: Number of rounds.
@@ -57,9 +68,12 @@ class BenchRow:
 
     name: str
     channel: str
+    role: str
     phase: str
     clients: int | None
     dim: int | None
+    dropout: float | None
+    values: int | None
     seconds: float
     median: float
     rounds: int
@@ -67,19 +81,34 @@ class BenchRow:
 
     @property
     def seconds_per_value(self) -> float | None:
-        """Best time per vector value (per client value for server phases)."""
-        if self.dim is None:
-            return None
-        values = self.dim * (self.clients or 1) if "server" in self.phase else self.dim
-        return self.seconds / values
+        """Best time per value processed (n·dim for a server's sum)."""
+        return None if not self.values else self.seconds / self.values
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def _integer(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _rank(items: Sequence[str]) -> dict[str, int]:
+    """First-appearance order of ``items``."""
+    order: dict[str, int] = {}
+    for item in items:
+        order.setdefault(item, len(order))
+    return order
 
 
 def load_rows(data: Mapping[str, Any], source: str = "benchmark JSON") -> list[BenchRow]:
-    """The rows of a parsed pytest-benchmark JSON document, sorted for display.
+    """The rows of a parsed pytest-benchmark JSON document, ordered for display.
+
+    Rows with a dimension come first, grouped by phase, n, dimension and dropout, channels in
+    the order the document lists them; the others follow in document order.
 
     Raises:
         ResultsError: If the document is not pytest-benchmark output.
@@ -94,21 +123,34 @@ def load_rows(data: Mapping[str, Any], source: str = "benchmark JSON") -> list[B
             raise ResultsError(f"{source}: benchmark {index} has no stats (run without "
                                "--benchmark-disable)")
         extra = dict(bench.get("extra_info") or {})
-        params = dict(bench.get("params") or {})
-        merged = {**params, **extra}
+        merged = {**dict(bench.get("params") or {}), **extra}
         name = str(bench.get("name", f"benchmark {index}"))
+        dim = _integer(merged.get("dim"))
         rows.append(BenchRow(
             name=name,
             channel=str(merged.get("channel") or name.split("[")[0]),
+            role=str(merged.get("role") or "channel"),
             phase=str(merged.get("phase") or ""),
             clients=_integer(merged.get("clients", merged.get("num_clients"))),
-            dim=_integer(merged.get("dim")),
+            dim=dim,
+            dropout=_number(merged.get("dropout")),
+            values=_integer(merged.get("values")) or dim,
             seconds=float(stats["min"]),
             median=float(stats.get("median", stats["min"])),
             rounds=int(stats.get("rounds", 1)),
             extra=extra,
         ))
-    return sorted(rows, key=lambda r: (r.channel, r.phase, r.clients or 0, r.dim or 0, r.name))
+    channels = _rank([r.channel for r in rows])
+    phases = _rank([r.phase for r in rows])
+    position = {id(row): index for index, row in enumerate(rows)}
+
+    def key(row: BenchRow) -> tuple[Any, ...]:
+        if row.dim is None:
+            return (1, position[id(row)])
+        return (0, phases[row.phase], row.clients or 0, row.dim, row.dropout or 0.0,
+                channels[row.channel], position[id(row)])
+
+    return sorted(rows, key=key)
 
 
 def read_rows(path: Path) -> list[BenchRow]:
@@ -142,46 +184,87 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def ratio_columns(rows: Sequence[BenchRow]) -> list[tuple[str, str]]:
+    """(extra_info key, header) of the ratio columns the rows fill, known ones first."""
+    declared = _rank([m for r in rows for m in (r.extra.get("compare") or {})])
+    keys = [*KNOWN_COLUMNS, *(m for m in declared if m not in KNOWN_COLUMNS)]
+    return [(k, KNOWN_COLUMNS.get(k, k)) for k in keys
+            if any(_number(r.extra.get(k)) is not None for r in rows)]
+
+
+def format_targets(targets: Any) -> str:
+    """``{"bytes_per_value": {"max": 8}}`` -> ``bytes/value ≤ 8``."""
+    if not isinstance(targets, Mapping):
+        return ""
+    parts = []
+    for metric, bound in targets.items():
+        for side, sign in (("min", "≥"), ("max", "≤")):
+            if isinstance(bound, Mapping) and side in bound:
+                parts.append(f"{KNOWN_COLUMNS.get(metric, metric)} {sign} {bound[side]:g}")
+    return ", ".join(parts)
+
+
 def markdown_table(rows: Sequence[BenchRow]) -> str:
-    """One line per benchmark: what, size, best time, per value, and the recorded ratios."""
-    extras = [(k, h) for k, h in EXTRA_COLUMNS if any(k in r.extra for r in rows)]
-    header = ["channel", "phase", "n", "dim", "best", "per value", "rounds"]
-    header += [h for _, h in extras]
+    """One line per benchmark: what, size, best time, per value, ratios and targets."""
+    extras = ratio_columns(rows)
+    with_dropout = any(r.dropout for r in rows)
+    with_targets = any(r.extra.get("targets") for r in rows)
+    header = ["phase", "n", "dim", *(["dropout"] if with_dropout else []), "channel", "best",
+              "per value", "rounds", *(h for _, h in extras)]
+    header += ["target", "target met"] if with_targets else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         per_value = row.seconds_per_value
-        cells = [
-            row.channel, row.phase, _cell(row.clients), _cell(row.dim),
-            format_seconds(row.seconds),
-            format_seconds(per_value) if per_value is not None else "",
-            str(row.rounds),
+        channel = row.channel if row.role == "channel" else f"{row.channel} ({row.role})"
+        cells = [row.phase, _cell(row.clients), _cell(row.dim)]
+        cells += [_cell(row.dropout)] if with_dropout else []
+        cells += [
+            channel, format_seconds(row.seconds),
+            format_seconds(per_value) if per_value is not None else "", str(row.rounds),
         ]
         cells += [_cell(row.extra.get(k)) for k, _ in extras]
+        if with_targets:
+            targets = format_targets(row.extra.get("targets"))
+            cells += [targets, _cell(row.extra.get("meets_target"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-Series = dict[str, dict[tuple[str, int | None], list[tuple[int, float]]]]
+Line = tuple[str, float, str]  # (channel, dropout, role)
+Series = dict[tuple[int | None, str], dict[Line, list[tuple[int, float]]]]
 
 
 def scaling_series(rows: Sequence[BenchRow]) -> Series:
-    """phase -> (channel, n) -> sorted (dim, best seconds) points, for rows with a dim."""
+    """(n, phase) -> (channel, dropout, role) -> sorted (dim, best seconds) points.
+
+    Rows with a dimension only; a row without n (a per-client baseline) joins every n.
+    """
+    with_dim = [r for r in rows if r.dim is not None]
+    known = sorted({r.clients for r in with_dim if r.clients is not None})
+    counts: list[int | None] = list(known) if known else [None]
     series: Series = {}
-    for row in rows:
-        if row.dim is None:
-            continue
-        lines = series.setdefault(row.phase or "time", {})
-        lines.setdefault((row.channel, row.clients), []).append((row.dim, row.seconds))
+    for row in with_dim:
+        for clients in counts if row.clients is None else [row.clients]:
+            lines = series.setdefault((clients, row.phase or "time"), {})
+            line = (row.channel, row.dropout or 0.0, row.role)
+            lines.setdefault(line, []).append((row.dim or 0, row.seconds))
     for lines in series.values():
         for points in lines.values():
             points.sort()
     return series
 
 
-def scaling_figure(rows: Sequence[BenchRow], path: Path) -> Path | None:
-    """Log-log time against dimension, one panel per phase, one line per channel and n.
+def _label(channel: str, dropout: float, role: str) -> str:
+    drop = f", {dropout:.0%} dropout" if dropout else ""
+    kind = f" ({role})" if role != "channel" else ""
+    return f"{channel}{drop}{kind}"
 
-    Peers (rows with ``extra_info["peer"]``) are drawn dashed.
+
+def scaling_figure(rows: Sequence[BenchRow], path: Path) -> Path | None:
+    """Log-log time against dimension: one panel per (n, phase), one line per channel.
+
+    A channel keeps its colour in every panel (baselines in greys); ours are solid, peers
+    dashed, baselines dotted; with dropouts, circles mark none and crosses some.
 
     Returns:
         The PNG written, or None when no row records a dimension.
@@ -194,24 +277,42 @@ def scaling_figure(rows: Sequence[BenchRow], path: Path) -> Path | None:
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    peers = {r.channel for r in rows if r.extra.get("peer")}
-    fig, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 4.5), squeeze=False)
-    for ax, (phase, lines) in zip(axes[0], sorted(series.items()), strict=True):
-        for (channel, clients), points in sorted(lines.items(), key=lambda kv: str(kv[0])):
-            dims, seconds = zip(*points, strict=True)
-            label = channel + (f" (n={clients})" if clients is not None else "")
-            style = "--" if channel in peers else "-"
-            ax.plot(dims, seconds, marker="o", linestyle=style, label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("dimension (values per client)")
-        ax.set_ylabel("best time (s)")
-        ax.set_title(phase)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    counts = sorted({n for n, _ in series}, key=lambda n: -1 if n is None else n)
+    phases = list(_rank([phase for _, phase in series]))
+    lines = list(_rank([r.channel for r in rows if r.dim is not None and r.role != "baseline"]))
+    greys = list(_rank([r.channel for r in rows if r.dim is not None and r.role == "baseline"]))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # tab10 by default
+    colour: dict[str, Any] = {c: palette[i % len(palette)] for i, c in enumerate(lines)}
+    colour.update({c: str(0.45 * i / max(1, len(greys) - 1)) for i, c in enumerate(greys)})
+    fig, axes = plt.subplots(
+        len(counts), len(phases), figsize=(4.6 * len(phases), 3.8 * len(counts)), squeeze=False,
+        sharex=True, sharey=True, layout="constrained",
+    )
+    handles: dict[Line, Any] = {}
+    for i, clients in enumerate(counts):
+        for j, phase in enumerate(phases):
+            ax = axes[i][j]
+            for line, points in series.get((clients, phase), {}).items():
+                channel, dropout, role = line
+                dims, seconds = zip(*points, strict=True)
+                (handles[line],) = ax.plot(
+                    dims, seconds, color=colour[channel], linestyle=ROLE_STYLE.get(role, "-"),
+                    marker="x" if dropout else "o", markersize=4,
+                )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_title(phase + ("" if clients is None else f", n={clients}"), fontsize=10)
+            if i == len(counts) - 1:
+                ax.set_xlabel("dimension (values per client)")
+            if j == 0:
+                ax.set_ylabel("best time (s)")
+    order = {c: k for k, c in enumerate(lines + greys)}
+    legend = sorted(handles, key=lambda line: (order[line[0]], line[1]))
+    fig.legend([handles[line] for line in legend], [_label(*line) for line in legend],
+               loc="outside right center", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -226,12 +327,11 @@ def write_bench_report(json_path: Path, out_dir: Path) -> tuple[str, list[Path]]
     table = markdown_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     table_path = out_dir / TABLE_FILE
+    figure = scaling_figure(rows, out_dir / FIGURE_FILE)
+    picture = f"![time vs dimension]({FIGURE_FILE})\n\n" if figure is not None else ""
     table_path.write_text(
-        f"# Benchmarks\n\nFrom `{json_path}`; best of each benchmark's rounds.\n\n{table}\n",
+        f"# Benchmarks\n\nFrom `{json_path}`; best of each benchmark's rounds; ratios are "
+        f"measured within the run.\n\n{picture}{table}\n",
         encoding="utf-8",
     )
-    files = [table_path]
-    figure = scaling_figure(rows, out_dir / FIGURE_FILE)
-    if figure is not None:
-        files.append(figure)
-    return table, files
+    return table, [table_path] + ([figure] if figure is not None else [])

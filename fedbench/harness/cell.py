@@ -219,6 +219,8 @@ class CellRun:
         started = time.time()
         tick = time.perf_counter()
         status, error, trace = "ok", None, None
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.threads)
         try:
             self._execute()
         except Exception as err:  # a failed cell is recorded, and reruns on resume
@@ -226,6 +228,8 @@ class CellRun:
             error = "".join(traceback.format_exception_only(type(err), err)).strip()
             trace = traceback.format_exc()[-4000:]
             self.rows = []
+        finally:
+            torch.set_num_threads(threads)
         insecure = "; ".join(self.insecure) or None
         for row in self.rows:
             row["insecure"] = insecure

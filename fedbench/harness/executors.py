@@ -9,7 +9,6 @@ the records are the same whichever executor ran them.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -46,16 +45,11 @@ def _run_cell_positional(cell: Cell, figures_dir: Path | None) -> Rows:
     return run_cell(cell, figures_dir=figures_dir)
 
 
-def _limit_threads(threads: int) -> None:
-    # Several workers on few cores: oversubscribed BLAS/torch threads slow everyone down.
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 class LocalPoolExecutor(Executor):
     """A local process pool of ``jobs`` workers (spawned, so no forked torch state).
+
+    Each cell sets its own torch thread count (``threads`` in its configuration), so results
+    do not depend on how many workers share the machine.
 
     Args:
         jobs: Number of worker processes (≥ 1).
@@ -67,12 +61,8 @@ class LocalPoolExecutor(Executor):
         self.jobs = jobs
 
     def run(self, cells: Iterable[Cell], figures_dir: Path | None) -> Iterator[tuple[Cell, Rows]]:
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=self.jobs, mp_context=context, initializer=_limit_threads,
-            initargs=(threads,),
-        ) as pool:
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=context) as pool:
             pending: dict[Future[Rows], Cell] = {
                 pool.submit(run_cell, cell, figures_dir=figures_dir): cell for cell in cells
             }

@@ -86,7 +86,11 @@ def _apply_defense_override(stack: list[Any], path: str, value: Any) -> bool:
     for i, component in enumerate(stack):
         as_dict = {"name": component} if isinstance(component, str) else dict(component)
         if as_dict.get("name") == name:
-            as_dict[param] = value
+            params = as_dict.get("params")
+            if isinstance(params, dict):  # the {name:, params: {...}} form
+                as_dict["params"] = {**params, param: value}
+            else:
+                as_dict[param] = value
             stack[i] = as_dict
             hit = True
     return hit

@@ -31,18 +31,11 @@ SUITE = parse_suite(
 VOLATILE = {"run", "started", "duration_s", "host", "git_commit", "versions"}
 
 
-def _stable(results, approx: bool = False) -> dict[str, list[dict]]:
-    # Values compared to 1e-6: workers run with fewer torch threads, which changes the order
-    # of float reductions (e.g. the test loss differs in the 7th digit), nothing else.
+def _stable(results) -> dict[str, list[dict]]:
+    # Bit-identical: every cell fixes its torch thread count, whichever process runs it.
     return {
         cell.id: [
-            {
-                k: pytest.approx(v, rel=1e-6) if approx and isinstance(v, float) else v
-                for k, v in r.items()
-                if k not in VOLATILE
-            }
-            for r in rows
-            if not r.get("timing")
+            {k: v for k, v in r.items() if k not in VOLATILE} for r in rows if not r.get("timing")
         ]
         for cell, rows in results
     }
@@ -50,7 +43,7 @@ def _stable(results, approx: bool = False) -> dict[str, list[dict]]:
 
 def test_process_pool_matches_sequential() -> None:
     cells = expand(SUITE)
-    sequential = _stable(SequentialExecutor().run(cells, None), approx=True)
+    sequential = _stable(SequentialExecutor().run(cells, None))
     pooled = _stable(LocalPoolExecutor(jobs=2).run(cells, None))
     assert pooled == sequential and len(pooled) == 2
 
@@ -61,7 +54,7 @@ def test_ray_matches_sequential() -> None:
     from fedbench.harness.executors import RayExecutor
 
     cells = expand(SUITE)
-    sequential = _stable(SequentialExecutor().run(cells, None), approx=True)
+    sequential = _stable(SequentialExecutor().run(cells, None))
     assert _stable(RayExecutor(address=None).run(cells, None)) == sequential
 
 

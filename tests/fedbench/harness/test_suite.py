@@ -101,3 +101,32 @@ def test_single_experiment_file_becomes_one_cell_suite(tmp_path: Path) -> None:
 def test_unknown_suite_lists_packaged() -> None:
     with pytest.raises(ConfigError, match=r"no suite named .quik..*quick"):
         load_suite("quik")
+
+
+def test_defense_sweep_applies_only_to_stacks_with_that_defense() -> None:
+    suite = parse_suite(
+        {
+            "name": "s",
+            "experiments": [BASE],
+            "defenses": [
+                {"label": "none"},
+                {"label": "prune", "stack": [{"name": "prune", "ratio": 0.5}]},
+                {"label": "ldp", "stack": ["ldp"]},
+            ],
+            "grid": {"defenses.prune.ratio": [0.2, 0.9], "defenses.ldp.noise_multiplier": [0.1]},
+        }
+    )
+    cells = expand(suite)
+    assert [c.defense for c in cells] == ["none", "prune", "ldp", "prune"]
+    ratios = [c.config.defenses[0].params["ratio"] for c in cells if c.defense == "prune"]
+    assert ratios == [0.2, 0.9]
+    ldp = next(c for c in cells if c.defense == "ldp")
+    assert ldp.config.defenses[0].params["noise_multiplier"] == 0.1
+    assert ldp.grid == {"defenses.ldp.noise_multiplier": 0.1}
+    assert next(c for c in cells if c.defense == "none").grid == {}
+
+
+def test_every_packaged_suite_expands() -> None:
+    for name in packaged_suites():
+        cells = expand(load_suite(name))
+        assert cells and len({c.id for c in cells}) == len(cells)
