@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 import math
 import statistics
 import warnings
@@ -48,6 +49,17 @@ from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.stages import LocalResult, LocalTraining
 from fedbench.metrics.base import Metric
 from fedbench.registry import register_defense
+
+
+class _ExpectedEmptyBatch(logging.Filter):
+    """Drop Opacus' warning about an empty first Poisson batch: with a client's few examples it
+    is expected, and ``train`` handles it (the step is pure noise, as DP-SGD requires)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "First batch is empty" not in record.getMessage()
+
+
+logging.getLogger("opacus.data_loader").addFilter(_ExpectedEmptyBatch())
 
 # Opacus' reminders that are either answered here (secure mode is reported) or expected (a fresh
 # module and loader every round).
