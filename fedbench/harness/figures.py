@@ -33,36 +33,91 @@ def _label(key: tuple[str, str, str]) -> str:
     return f"{defense}" + (f" [{sweep}]" if sweep else "")
 
 
-def privacy_utility(records: RecordSet, path: Path) -> Path | None:
-    """Accuracy against ε and against attack success, one point per defense configuration."""
-    frame = metric_frame(records)
-    if frame.empty:
-        return None
-    accuracy = _per_row(frame, "accuracy", "fl", "mean")
-    panels = [("epsilon", "defense", "max", "ε (lower is more private)")]
-    panels += [(m, "attack", "max", title) for m, title in _ATTACK_SUCCESS]
-    present = [(m, f, w, t) for m, f, w, t in panels if not _per_row(frame, m, f, w).empty]
-    if accuracy.empty or not present:
-        return None
-    fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 4), squeeze=False)
-    for ax, (metric, family, worst, title) in zip(axes[0], present, strict=True):
-        x = _per_row(frame, metric, family, worst)
-        joined = pd.DataFrame({"x": x, "accuracy": accuracy}).dropna().reset_index()
-        sns.scatterplot(data=joined, x="x", y="accuracy", hue="experiment", ax=ax, s=60)
-        for _, row in joined.iterrows():
-            ax.annotate(_label((row["experiment"], row["defense"], row["sweep"])),
-                        (row["x"], row["accuracy"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        if metric == "epsilon":
-            ax.set_xscale("log")
-        ax.set_xlabel(title)
-        ax.set_ylabel("test accuracy")
-    fig.suptitle("Privacy–utility trade-off")
+def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def privacy_utility(records: RecordSet, path: Path) -> Path | None:
+    """Accuracy against ε and against attack success: one row of panels per experiment.
+
+    Experiments whose accuracy does not vary (e.g. a single FedSGD round attacked by gradient
+    inversion) carry no trade-off and are left out; :func:`attack_success` shows them.
+    """
+    frame = metric_frame(records)
+    if frame.empty:
+        return None
+    accuracy = _per_row(frame, "accuracy", "fl", "mean")
+    panels = [("epsilon", "defense", "ε (lower is more private)")]
+    panels += [(m, "attack", title) for m, title in _ATTACK_SUCCESS]
+    grid: list[tuple[str, list[tuple[pd.DataFrame, str, str]]]] = []
+    for experiment in dict.fromkeys(frame["experiment"]):
+        acc = accuracy[accuracy.index.get_level_values("experiment") == experiment]
+        if acc.nunique() < 2:
+            continue
+        row = []
+        for metric, family, title in panels:
+            x = _per_row(frame, metric, family, "max")
+            joined = pd.DataFrame({"x": x, "accuracy": acc}).dropna()
+            if len(joined) >= 2:
+                row.append((joined.reset_index(), metric, title))
+        if row:
+            grid.append((str(experiment), row))
+    if not grid:
+        return None
+    width = max(len(row) for _, row in grid)
+    fig, axes = plt.subplots(len(grid), width, figsize=(5 * width, 4 * len(grid)), squeeze=False)
+    for r, (experiment, row) in enumerate(grid):
+        for c in range(width):
+            ax = axes[r][c]
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            joined, metric, title = row[c]
+            sns.scatterplot(data=joined, x="x", y="accuracy", ax=ax, s=60)
+            for _, point in joined.iterrows():
+                ax.annotate(_label((point["experiment"], point["defense"], point["sweep"])),
+                            (point["x"], point["accuracy"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            if metric == "epsilon":
+                ax.set_xscale("log")
+            ax.set_xlabel(title)
+            ax.set_ylabel("test accuracy")
+            ax.set_title(experiment)
+    fig.suptitle("Privacy–utility trade-off")
+    return _save(fig, path)
+
+
+def attack_success(records: RecordSet, path: Path) -> Path | None:
+    """The strongest attack's success per defense configuration, one panel per experiment
+    and attack family (bars: which defense stops which attack)."""
+    frame = metric_frame(records)
+    if frame.empty:
+        return None
+    panels = []
+    for experiment in dict.fromkeys(frame["experiment"]):
+        for metric, title in _ATTACK_SUCCESS:
+            values = _per_row(frame, metric, "attack", "max")
+            values = values[values.index.get_level_values("experiment") == experiment]
+            if not values.empty:
+                panels.append((str(experiment), title, values))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.4 * max(
+        len(v) for _, _, v in panels) + 1.5), squeeze=False)
+    for ax, (experiment, title, values) in zip(axes[0], panels, strict=True):
+        labels = [_label(key) for key in values.index]
+        sns.barplot(x=values.to_numpy(), y=labels, ax=ax, orient="h", color="tab:red")
+        ax.set_xlabel(title)
+        ax.set_title(experiment)
+        if "AUC" in title:
+            ax.axvline(0.5, color="black", lw=0.8, ls="--")
+            ax.set_xlim(0.45, max(0.75, float(values.max()) + 0.02))
+    fig.suptitle("Strongest attack per defense (lower is better for the defense)")
+    return _save(fig, path)
 
 
 def inversion_vs_clients(records: RecordSet, path: Path, sweep_key: str) -> Path | None:
@@ -83,8 +138,4 @@ def inversion_vs_clients(records: RecordSet, path: Path, sweep_key: str) -> Path
     ax.set_xlabel("clients aggregated per round")
     ax.set_ylabel("strongest inversion PSNR (dB)")
     ax.set_title("What aggregation hides from gradient inversion")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from fedbench.harness.figures import inversion_vs_clients, privacy_utility
+from fedbench.harness.figures import attack_success, inversion_vs_clients, privacy_utility
 from fedbench.harness.records import RecordSet, read_results_dir
 from fedbench.harness.tables import MainTable, main_table, to_csv, to_latex, to_markdown
 
@@ -65,7 +65,10 @@ def write_report(folder: Path) -> Report:
         (tables / name).write_text(content, encoding="utf-8")
         report.files.append(tables / name)
     figures = folder / "figures"
-    made = [privacy_utility(records, figures / "privacy_utility.png")]
+    made = [
+        privacy_utility(records, figures / "privacy_utility.png"),
+        attack_success(records, figures / "attack_success.png"),
+    ]
     for key in (suite.get("grid") or {}):
         if "clients" in key:
             made.append(inversion_vs_clients(records, figures / "inversion_vs_clients.png", key))

@@ -44,7 +44,7 @@ class Column:
 
 MAIN_COLUMNS = (
     Column("accuracy", "utility", "accuracy", "fl"),
-    Column("ε", "privacy", "epsilon", "defense", 2),
+    Column("ε", "privacy", "epsilon", "defense", 2, detail="level"),
     Column("audited ε̂", "privacy", "epsilon_lower_bound", "attack", 2),
     Column("GI PSNR (dB)", "privacy", "psnr", "attack", 1, detail="view"),
     Column("GI SSIM", "privacy", "ssim", "attack"),
@@ -70,6 +70,9 @@ def metric_frame(records: RecordSet) -> pd.DataFrame:
     frame = frame.copy()
     frame["sweep"] = [_sweep(g) for g in frame.get("grid", [None] * len(frame))]
     frame["family"] = [str(s).split(":", 1)[0] for s in frame["source"]]
+    # ε is user-level (one client) or example-level (one record); its note says which.
+    notes = frame["note"] if "note" in frame else pd.Series([""] * len(frame))
+    frame["level"] = notes.astype(str).str.extract(r"(\w+)-level", expand=False)
     return frame
 
 
