@@ -227,7 +227,8 @@ class Simulation:
                     private.used_ids[(t, cid)] = local.used_ids
             tick = time.perf_counter()
             result = channel.aggregate(messages) if messages else None
-            timings["channel_aggregate"] += time.perf_counter() - tick
+            aggregate_seconds = time.perf_counter() - tick
+            timings["channel_aggregate"] += aggregate_seconds
         except (AggregationError, BadClientUpdate) as err:
             record.failed = f"{type(err).__name__}: {err}"
             record.params = w_t
@@ -277,6 +278,7 @@ class Simulation:
             "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
             "upload_bytes": int(sum(record.upload_bytes.values())),
             "uploaders": len(record.upload_bytes),
+            "aggregate_seconds": aggregate_seconds,
         }
         if result is not None:
             row.update({f"channel_{k}": v for k, v in result.stats.items()})
