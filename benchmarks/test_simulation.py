@@ -63,5 +63,6 @@ def test_fedavg_round_overhead(benchmark, num_clients: int) -> None:
             "harness_overhead_s_per_round": overhead,
             "overhead_fraction": overhead / round_time if round_time else 0.0,
             "target_overhead_fraction": 0.10,
+            "compare": {"overhead_fraction": "lower"},
         }
     )

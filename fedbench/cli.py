@@ -50,7 +50,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from fedbench.harness.compare import compare_paths
 
-    comparison = compare_paths(Path(args.old), Path(args.new))
+    comparison = compare_paths(Path(args.old), Path(args.new), rel_tolerance=args.rel_tolerance)
     table = comparison.table(everything=args.all)
     print(table.to_string(index=False) if not table.empty else "no metric changed")
     for label in comparison.missing_in_new:
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("old", help="results folder or pytest-benchmark JSON (baseline)")
     compare.add_argument("new", help="results folder or pytest-benchmark JSON (candidate)")
     compare.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    compare.add_argument("--rel-tolerance", type=float, default=0.25,
+                         help="benchmark JSON: allowed relative change of a declared ratio")
     compare.set_defaults(func=_cmd_compare)
 
     bench = sub.add_parser(

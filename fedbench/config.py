@@ -211,6 +211,8 @@ class Tolerances(_Strict):
         "psnr": Tolerance(abs=1.0),
         "epsilon": Tolerance(rel=0.01),
         "aggregation_time_ratio": Tolerance(rel=0.5),
+        # A fraction that can be 0: relative tolerance alone would flag any change.
+        "overhead_fraction": Tolerance(abs=0.05),
     })
 
     def for_metric(self, metric: str, kind: str) -> Tolerance:

@@ -115,11 +115,13 @@ class PlaintextChannel(Channel):
         if not messages:
             raise AggregationError("plaintext: no client update arrived this round")
         ids = tuple(messages)
-        total = np.zeros(messages[ids[0]].payload.shape, dtype=np.float64)
-        for message in messages.values():
-            total += message.payload
+        # A float32 accumulator, as a plaintext FL server would use: rounding error ~n·2⁻²⁴
+        # relative, far below any update's scale, at the speed of the float32 sum.
+        total = np.array(messages[ids[0]].payload, dtype=np.float32)
+        for cid in ids[1:]:
+            np.add(total, messages[cid].payload, out=total)
         return AggregateResult(
-            total=total,
+            total=total.astype(np.float64),
             contributors=ids,
             upload_bytes={i: messages[i].nbytes for i in ids},
         )

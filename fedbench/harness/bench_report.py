@@ -63,6 +63,7 @@ class BenchRow:
         seconds: Best round time.
         median: Median round time.
         rounds: Number of rounds.
+        position: Index in the file (the order the suite ran).
         extra: The whole ``extra_info``.
     """
 
@@ -77,6 +78,7 @@ class BenchRow:
     seconds: float
     median: float
     rounds: int
+    position: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -138,17 +140,17 @@ def load_rows(data: Mapping[str, Any], source: str = "benchmark JSON") -> list[B
             seconds=float(stats["min"]),
             median=float(stats.get("median", stats["min"])),
             rounds=int(stats.get("rounds", 1)),
+            position=index,
             extra=extra,
         ))
     channels = _rank([r.channel for r in rows])
     phases = _rank([r.phase for r in rows])
-    position = {id(row): index for index, row in enumerate(rows)}
 
     def key(row: BenchRow) -> tuple[Any, ...]:
         if row.dim is None:
-            return (1, position[id(row)])
+            return (1, row.position)
         return (0, phases[row.phase], row.clients or 0, row.dim, row.dropout or 0.0,
-                channels[row.channel], position[id(row)])
+                channels[row.channel], row.position)
 
     return sorted(rows, key=key)
 
@@ -168,10 +170,10 @@ def read_rows(path: Path) -> list[BenchRow]:
 
 def format_seconds(seconds: float) -> str:
     """A time with a readable unit: ``1.50 ms``."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
         if seconds >= scale:
             return f"{seconds / scale:.2f} {unit}"
-    return f"{seconds / 1e-9:.2f} ns"
+    return f"{seconds / 1e-12:.2f} ps"
 
 
 def _cell(value: Any) -> str:
@@ -279,11 +281,13 @@ def scaling_figure(rows: Sequence[BenchRow], path: Path) -> Path | None:
 
     counts = sorted({n for n, _ in series}, key=lambda n: -1 if n is None else n)
     phases = list(_rank([phase for _, phase in series]))
-    lines = list(_rank([r.channel for r in rows if r.dim is not None and r.role != "baseline"]))
-    greys = list(_rank([r.channel for r in rows if r.dim is not None and r.role == "baseline"]))
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # tab10 by default
+    in_order = sorted((r for r in rows if r.dim is not None), key=lambda r: r.position)
+    lines = list(_rank([r.channel for r in in_order if r.role != "baseline"]))
+    greys = list(_rank([r.channel for r in in_order if r.role == "baseline"]))
+    # tab10 without its grey, which baselines use.
+    palette = [c for c in plt.get_cmap("tab10")(range(10)) if not (c[0] == c[1] == c[2])]
     colour: dict[str, Any] = {c: palette[i % len(palette)] for i, c in enumerate(lines)}
-    colour.update({c: str(0.45 * i / max(1, len(greys) - 1)) for i, c in enumerate(greys)})
+    colour.update({c: str(0.4 * i / max(1, len(greys) - 1)) for i, c in enumerate(greys)})
     fig, axes = plt.subplots(
         len(counts), len(phases), figsize=(4.6 * len(phases), 3.8 * len(counts)), squeeze=False,
         sharex=True, sharey=True, layout="constrained",

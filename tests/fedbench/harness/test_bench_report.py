@@ -190,7 +190,9 @@ def test_bad_input_is_refused_with_the_file_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "seconds, text", [(2.5, "2.50 s"), (0.0125, "12.50 ms"), (3e-6, "3.00 µs"), (4e-8, "40.00 ns")]
+    "seconds, text",
+    [(2.5, "2.50 s"), (0.0125, "12.50 ms"), (3e-6, "3.00 µs"), (4e-8, "40.00 ns"),
+     (6.2e-13, "0.62 ps")],
 )
 def test_format_seconds(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedbench.config import parse_suite
-from fedbench.harness import runner
+from fedbench.harness import executors, runner
 from fedbench.harness.records import read_records
 from fedbench.harness.suite import expand
 
@@ -31,7 +31,7 @@ def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, monkeypatch
 ) -> None:
     suite = parse_suite(SUITE)
-    real = runner.run_cell
+    real = executors.run_cell
     calls: list[str] = []
 
     def crash_on_second(cell, **kw):
@@ -40,7 +40,7 @@ def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
             raise KeyboardInterrupt  # the process is killed while cell 2 runs
         return real(cell, **kw)
 
-    monkeypatch.setattr(runner, "run_cell", crash_on_second)
+    monkeypatch.setattr(executors, "run_cell", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         runner.run_suite(suite, results_root=tmp_path, progress=False)
     path = tmp_path / "mini" / "records.jsonl"
@@ -48,7 +48,7 @@ def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
 
     calls.clear()
     monkeypatch.setattr(
-        runner, "run_cell", lambda cell, **kw: calls.append(cell.id) or real(cell, **kw)
+        executors, "run_cell", lambda cell, **kw: calls.append(cell.id) or real(cell, **kw)
     )
     summary = runner.run_suite(suite, results_root=tmp_path, progress=False)
     ids = [c.id for c in expand(suite)]
