@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
 from fedbench.errors import AggregationError, BadClientUpdate
-from fedbench.fl.channel import EncodedUpdate, check_update
+from fedbench.fl.channel import EncodedUpdate, PlaintextChannel, check_update
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.evaluate import evaluate
 from fedbench.fl.params import get_flat, set_flat
@@ -117,6 +117,7 @@ class Simulation:
         self.transcript = transcript
         self.progress = progress
         self.recipe = recipe_from(fl)
+        self._plaintext = PlaintextChannel()
         self.sampler = ClientSampler(
             num_clients=fl.num_clients,
             expected_clients=fl.expected_clients,
@@ -195,6 +196,7 @@ class Simulation:
             c: (sizes[c] / mean_size if self.fl.weighting == "weighted" else 1.0) for c in sampled
         }
         messages: dict[int, EncodedUpdate] = {}
+        plain: dict[int, EncodedUpdate] = {}
         train_losses = []
         channel = self.pipeline.channel
         tick = time.perf_counter()
@@ -218,6 +220,7 @@ class Simulation:
                     tick = time.perf_counter()
                     messages[cid] = channel.encode(cid, vector)
                     timings["channel_encode"] += time.perf_counter() - tick
+                    plain[cid] = EncodedUpdate(cid, vector, vector.nbytes)
                 except BadClientUpdate as err:
                     if self.fl.on_bad_update == "abort_round":
                         raise
@@ -229,6 +232,11 @@ class Simulation:
             result = channel.aggregate(messages) if messages else None
             aggregate_seconds = time.perf_counter() - tick
             timings["channel_aggregate"] += aggregate_seconds
+            # The same-run baseline: what summing these updates in the clear costs right now.
+            tick = time.perf_counter()
+            if plain:
+                self._plaintext.aggregate(plain)
+            plaintext_seconds = time.perf_counter() - tick
         except (AggregationError, BadClientUpdate) as err:
             record.failed = f"{type(err).__name__}: {err}"
             record.params = w_t
@@ -279,6 +287,7 @@ class Simulation:
             "upload_bytes": int(sum(record.upload_bytes.values())),
             "uploaders": len(record.upload_bytes),
             "aggregate_seconds": aggregate_seconds,
+            "plaintext_aggregate_seconds": plaintext_seconds,
         }
         if result is not None:
             row.update({f"channel_{k}": v for k, v in result.stats.items()})

@@ -48,13 +48,17 @@ def _figure_rows(records: RecordSet) -> list[tuple[str, str]]:
 def write_report(folder: Path) -> Report:
     """Rebuild every table and figure of ``folder`` and its report.md."""
     records = read_results_dir(folder)
-    table = main_table(records)
-    report = Report(folder=folder, table=table, markdown=to_markdown(table),
-                    problems=list(records.problems))
     suite_file = folder / "suite.yaml"
     suite: dict[str, Any] = {}
     if suite_file.exists():
         suite = yaml.safe_load(suite_file.read_text(encoding="utf-8")) or {}
+    order = (
+        [str(e.get("name", f"experiment{i}")) for i, e in enumerate(suite.get("experiments", []))],
+        [str(d.get("label")) for d in suite.get("defenses", [])],
+    )
+    table = main_table(records, order=order)
+    report = Report(folder=folder, table=table, markdown=to_markdown(table),
+                    problems=list(records.problems))
     tables = folder / "tables"
     tables.mkdir(exist_ok=True)
     for name, content in (

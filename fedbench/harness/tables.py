@@ -95,8 +95,19 @@ class MainTable:
     columns: list[Column]
 
 
-def main_table(records: RecordSet, columns: tuple[Column, ...] = MAIN_COLUMNS) -> MainTable:
-    """Build the main table from records."""
+def main_table(
+    records: RecordSet,
+    columns: tuple[Column, ...] = MAIN_COLUMNS,
+    order: tuple[list[str], list[str]] | None = None,
+) -> MainTable:
+    """Build the main table from records.
+
+    Args:
+        records: The records.
+        columns: The columns to show (those with no values are left out).
+        order: Experiment names and defense labels in suite order; rows follow it (records
+            are in completion order, which parallel runs shuffle).
+    """
     frame = metric_frame(records)
     insecure: dict[tuple[str, ...], str] = {}
     if frame.empty:
@@ -107,6 +118,15 @@ def main_table(records: RecordSet, columns: tuple[Column, ...] = MAIN_COLUMNS) -
         if reasons:
             insecure[tuple(key)] = "; ".join(sorted(reasons))
     keys = list(dict.fromkeys(tuple(k) for k in frame[ROW_KEYS].itertuples(index=False)))
+    if order is not None:
+        experiments, defenses = order
+
+        def rank(key: tuple[str, ...]) -> tuple[int, int]:
+            e = experiments.index(key[0]) if key[0] in experiments else len(experiments)
+            d = defenses.index(key[1]) if key[1] in defenses else len(defenses)
+            return e, d
+
+        keys.sort(key=rank)  # stable: sweep points keep their order within a stack
     text = pd.DataFrame(index=pd.MultiIndex.from_tuples(keys, names=ROW_KEYS))
     means = pd.DataFrame(index=text.index)
     best: dict[str, Any] = {}

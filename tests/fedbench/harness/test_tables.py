@@ -139,3 +139,9 @@ def test_csv_has_numeric_means() -> None:
 
 def test_empty_records() -> None:
     assert to_markdown(main_table(RecordSet())) == "(no complete records)"
+
+
+def test_rows_follow_suite_order_not_completion_order() -> None:
+    table = main_table(_records(), order=(["exp"], ["dp", "none"]))
+    assert [key[1] for key in table.text.index] == ["dp", "none"]
+    assert [key[1] for key in main_table(_records()).text.index] == ["none", "dp"]
