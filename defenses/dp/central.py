@@ -60,6 +60,41 @@ def sampling_mismatch(run: RunInfo) -> list[str]:
     return problems
 
 
+def user_level_calibration(
+    name: str,
+    run: RunInfo,
+    *,
+    allow_insecure: bool,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    target_delta: float,
+    accountant: str,
+) -> tuple[str | None, float]:
+    """Check a user-level DP run against the accountant's assumptions and fix z.
+
+    Returns the reason the run is insecure (None when it is not) and the noise multiplier:
+    the one given, or the smallest that keeps ε ≤ ``target_epsilon`` after all rounds.
+    Raises ConfigError for a mismatched run unless ``allow_insecure``.
+    """
+    problems = sampling_mismatch(run)
+    if problems and not allow_insecure:
+        raise ConfigError(
+            f"{name}: " + "; ".join(problems)
+            + ". Set allow_insecure: true to run anyway with ε marked insecure."
+        )
+    if target_epsilon is not None:
+        noise_multiplier = noise_multiplier_for(
+            target_epsilon=target_epsilon,
+            delta=target_delta,
+            sample_rate=run.sampling_rate,
+            steps=run.rounds,
+            accountant=accountant,
+        )
+    if noise_multiplier is None:
+        raise ConfigError(f"{name}: set noise_multiplier or target_epsilon")
+    return "; ".join(problems) or None, noise_multiplier
+
+
 class ClipUpdate(ClientUpdateStage):
     """Client side: clip Δ_i to the current clip norm and note whether it was inside it."""
 
@@ -173,23 +208,12 @@ class DPFedAvg(Defense):
         self.unclipped_history: list[float] = []
 
     def setup(self, run: RunInfo) -> None:
-        problems = sampling_mismatch(run)
-        if problems and not self.allow_insecure:
-            raise ConfigError(
-                "dp_fedavg: " + "; ".join(problems)
-                + ". Set allow_insecure: true to run anyway with ε marked insecure."
-            )
-        self.insecure = "; ".join(problems) or None
+        self.insecure, self.noise_multiplier = user_level_calibration(
+            "dp_fedavg", run, allow_insecure=self.allow_insecure,
+            noise_multiplier=self.noise_multiplier, target_epsilon=self.target_epsilon,
+            target_delta=self.target_delta, accountant=self.accountant_name,
+        )
         self.sampling_rate = run.sampling_rate
-        if self.target_epsilon is not None:
-            self.noise_multiplier = noise_multiplier_for(
-                target_epsilon=self.target_epsilon,
-                delta=self.target_delta,
-                sample_rate=self.sampling_rate,
-                steps=run.rounds,
-                accountant=self.accountant_name,
-            )
-        assert self.noise_multiplier is not None
         self.count_stddev = self.clipped_count_stddev or run.expected_clients / 20
         if self.adaptive:
             try:

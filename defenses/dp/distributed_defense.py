@@ -28,8 +28,8 @@ import torch
 
 from fedbench.defenses.base import Defense, PrivacyReport
 from fedbench.defenses.dp import distributed as dd
-from fedbench.defenses.dp.accounting import Accountant, noise_multiplier_for
-from fedbench.defenses.dp.central import sampling_mismatch
+from fedbench.defenses.dp.accounting import Accountant
+from fedbench.defenses.dp.central import user_level_calibration
 from fedbench.defenses.secagg.channel import DropoutStage, Neighbours, SecAggChannel
 from fedbench.defenses.secagg.ring import Ring
 from fedbench.errors import ConfigError
@@ -153,23 +153,12 @@ class DistributedDP(Defense):
         self.sampling_rate = math.nan
 
     def setup(self, run: RunInfo) -> None:
-        problems = sampling_mismatch(run)
-        if problems and not self.allow_insecure:
-            raise ConfigError(
-                "distributed_dp: " + "; ".join(problems)
-                + ". Set allow_insecure: true to run anyway with ε marked insecure."
-            )
-        self.insecure = "; ".join(problems) or None
+        self.insecure, self.noise_multiplier = user_level_calibration(
+            "distributed_dp", run, allow_insecure=self.allow_insecure,
+            noise_multiplier=self.noise_multiplier, target_epsilon=self.target_epsilon,
+            target_delta=self.target_delta, accountant=self.accountant_name,
+        )
         self.sampling_rate = run.sampling_rate
-        if self.target_epsilon is not None:
-            self.noise_multiplier = noise_multiplier_for(
-                target_epsilon=self.target_epsilon,
-                delta=self.target_delta,
-                sample_rate=self.sampling_rate,
-                steps=run.rounds,
-                accountant=self.accountant_name,
-            )
-        assert self.noise_multiplier is not None
         most = run.num_clients if run.sampling == "poisson" else round(run.expected_clients)
         self.encoder.configure(dd.plan(
             dim=run.dim,
