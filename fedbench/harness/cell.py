@@ -279,34 +279,42 @@ class CellRun:
         history = sim.history
         last_eval = next(r for r in reversed(history) if "accuracy" in r)
         failed = sum(1 for r in history if r.get("failed"))
-        dropped = sum(r.get("dropped", 0) for r in history)
+        completed = len(history) - failed
         contributions = sum(r.get("contributors", 0) for r in history)
         upload = sum(r.get("upload_bytes", 0) for r in history)
         # Per client that sent anything: dropped clients' protocol messages count for them.
-        uploaders = max(1, sum(r.get("uploaders", 0) for r in history))
+        uploaders = sum(r.get("uploaders", 0) for r in history)
         dim = sim.transcript.final_params.numel() if sim.transcript.final_params is not None else 0
-        ok_rounds = max(1, len(history) - failed)
         # Against the plaintext sum of the same updates, timed right after each round's
         # aggregation: same data, same machine, same moment.
         aggregated = sum(r.get("aggregate_seconds", 0.0) for r in history)
         plain = sum(r.get("plaintext_aggregate_seconds", 0.0) for r in history)
+
+        def ratio(num: float, den: float) -> float | None:
+            return num / den if den > 0 else None
+
+        why = "" if completed and uploaders else "not measurable: no round completed"
+        per_client = ratio(upload, uploaders)
         for metric in (
             Metric("accuracy", last_eval["accuracy"], True, kind="utility"),
             Metric("test_loss", last_eval["loss"], False, kind="utility"),
             Metric("rounds_failed", failed, False, kind="utility"),
-            Metric("clients_dropped", dropped, False, kind="utility"),
-            Metric("upload_bytes_per_client", upload / uploaders, False,
-                   kind="cost", unit="bytes"),
-            Metric("upload_bytes_per_param", upload / uploaders / max(1, dim), False,
-                   kind="cost", unit="bytes"),
-            Metric("aggregate_seconds_per_round", sim.timings["channel_aggregate"] / ok_rounds,
-                   False, kind="cost", unit="s", timing=True),
-            Metric("aggregation_time_ratio", aggregated / max(plain, 1e-9), False,
+            Metric("clients_dropped", sum(r.get("dropped", 0) for r in history), False,
+                   kind="utility"),
+            Metric("upload_bytes_per_client", per_client, False, kind="cost", unit="bytes",
+                   note=why),
+            Metric("upload_bytes_per_param", ratio(per_client or 0.0, dim) if per_client else None,
+                   False, kind="cost", unit="bytes", note=why),
+            Metric("aggregate_seconds_per_round", ratio(sim.timings["channel_aggregate"],
+                                                        completed),
+                   False, kind="cost", unit="s", timing=True, note=why),
+            Metric("aggregation_time_ratio", ratio(aggregated, plain), False,
                    kind="cost", unit="×", timing=True,
-                   note="server aggregation / plaintext sum of the same updates, every round"),
-            Metric("encode_seconds_per_client",
-                   sim.timings["channel_encode"] / max(1, contributions), False,
-                   kind="cost", unit="s", timing=True),
+                   note=why or "server aggregation / plaintext sum of the same updates, "
+                               "every round"),
+            Metric("encode_seconds_per_client", ratio(sim.timings["channel_encode"],
+                                                      contributions),
+                   False, kind="cost", unit="s", timing=True, note=why),
             Metric("num_params", dim, None, kind="info"),
         ):
             self._row(metric, source="fl")

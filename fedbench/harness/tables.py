@@ -56,6 +56,11 @@ MAIN_COLUMNS = (
 )
 
 
+def _number(value: float, digits: int) -> str:
+    """Fixed decimals, or 3 significant digits for huge values (ε of 2.6e9, not 2640000111.78)."""
+    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
+
+
 def _sweep(grid: Any) -> str:
     if not isinstance(grid, dict) or not grid:
         return ""
@@ -147,9 +152,9 @@ def main_table(
             chosen = _worst_case(group)
             values = chosen["value"].astype(float).to_numpy()
             mean = float(values.mean())
-            shown = f"{mean:.{column.digits}f}"
+            shown = _number(mean, column.digits)
             if len(values) > 1:
-                shown += f" ± {values.std(ddof=1):.{column.digits}f}"
+                shown += f" ± {_number(float(values.std(ddof=1)), column.digits)}"
             if column.detail:
                 details = sorted({str(d) for d in chosen[column.detail].dropna()})
                 if details:
