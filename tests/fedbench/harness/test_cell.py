@@ -140,7 +140,8 @@ def test_audit_on_canaries_says_so() -> None:
 def test_costs_are_not_measurable_when_no_round_completes() -> None:
     # SecAgg refuses rounds with fewer than 3 clients: nothing was aggregated, so a cost of 0
     # would read as "free"; it must be missing, with the reason.
-    rows = run_cell(_cell(fl={"num_clients": 2, "rounds": 1}, defenses=["secagg"], attacks=[]))
+    fl = {"num_clients": 2, "rounds": 1, "sampling": "poisson", "client_fraction": 1.0}
+    rows = run_cell(_cell(fl=fl, defenses=["secagg"], attacks=[]))
     metrics = {r["metric"]: r for r in rows if r["type"] == "metric"}
     assert metrics["rounds_failed"]["value"] == 1
     for name in ("upload_bytes_per_param", "aggregation_time_ratio"):
