@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from fedbench.harness.figures import attack_success, inversion_vs_clients, privacy_utility
+from fedbench.harness.privacy_table import privacy_markdown, privacy_table
 from fedbench.harness.records import RecordSet, read_results_dir
 from fedbench.harness.tables import MainTable, main_table, to_csv, to_latex, to_markdown
 
@@ -65,6 +66,7 @@ def write_report(folder: Path) -> Report:
         ("main.md", report.markdown),
         ("main.tex", to_latex(table, caption=str(suite.get("description", "")).strip())),
         ("main.csv", to_csv(table)),
+        ("privacy.md", privacy_markdown(privacy_table(records))),
     ):
         (tables / name).write_text(content, encoding="utf-8")
         report.files.append(tables / name)
@@ -111,6 +113,12 @@ def _report_markdown(
         "Also as [LaTeX](tables/main.tex) and [CSV](tables/main.csv); all metrics per cell are in "
         "[records.jsonl](records.jsonl).",
         "",
+        "## Differential privacy",
+        "",
+        "Each ε as its defense reported it, with the δ, the neighbouring relation (user = one "
+        "client, example = one record), the accountant and whether noise came from a CSPRNG.",
+        "",
+        (folder / "tables" / "privacy.md").read_text(encoding="utf-8"),
     ]
     figures = [p for p in report.files if p.suffix == ".png"]
     if figures:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from fedbench.harness.records import append_records
+from fedbench.harness.records import append_records, read_results_dir
 from fedbench.harness.report import COMMAND_FILE, write_report
 
 
@@ -147,3 +147,26 @@ def test_report_lists_skipped_lines_and_failed_cells(tmp_path: Path) -> None:
     text = (write_report(folder).folder / "report.md").read_text()
     assert "e/bad/seed=0: DataError: client 3 has no data" in text
     assert "records.jsonl:6: not valid JSON" in text
+
+
+def test_privacy_table_states_delta_level_accountant_secure_mode(tmp_path: Path) -> None:
+    from fedbench.harness.privacy_table import privacy_table
+
+    folder = tmp_path / "dp"
+    for seed, eps in ((0, 7.9), (1, 8.1)):
+        rows = _rows("dp", 1, seed, 0.9, 0.55, 12.0, eps)
+        for row in rows:
+            if row.get("metric") == "epsilon":
+                row["note"] = (
+                    "δ=1e-05, user-level, accountant=rdp, secure_mode=True; "
+                    "z=1.1, q=0.1, rounds=100"
+                )
+        append_records(folder / "records.jsonl", rows)
+    write_report(folder)
+    table = privacy_table(read_results_dir(folder))
+    row = table.iloc[0].to_dict()
+    assert row["ε"] == "8 ± 0.14" and row["δ"] == "1e-05" and row["level"] == "user"
+    assert row["accountant"] == "rdp" and row["secure mode"] == "True"
+    assert row["details"] == "z=1.1, q=0.1, rounds=100"
+    assert "secure_mode" not in (folder / "tables" / "privacy.md").read_text()
+    assert "| dp_fedavg |" in (folder / "report.md").read_text()
