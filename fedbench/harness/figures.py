@@ -101,6 +101,8 @@ def attack_success(records: RecordSet, path: Path) -> Path | None:
     for experiment in dict.fromkeys(frame["experiment"]):
         for metric, title in _ATTACK_SUCCESS:
             values = _per_row(frame, metric, "attack", "max")
+            if values.empty:
+                continue
             values = values[values.index.get_level_values("experiment") == experiment]
             if not values.empty:
                 panels.append((str(experiment), title, values))

@@ -8,10 +8,20 @@ from typing import Any
 
 import yaml
 
+from fedbench.config import parse_suite
+from fedbench.errors import ConfigError
 from fedbench.harness.figures import attack_success, inversion_vs_clients, privacy_utility
 from fedbench.harness.privacy_table import privacy_markdown, privacy_table
 from fedbench.harness.records import RecordSet, read_results_dir
-from fedbench.harness.tables import MainTable, main_table, to_csv, to_latex, to_markdown
+from fedbench.harness.suite import expand
+from fedbench.harness.tables import (
+    MainTable,
+    main_table,
+    sweep_label,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
 
 COMMAND_FILE = "command.txt"
 
@@ -46,6 +56,15 @@ def _figure_rows(records: RecordSet) -> list[tuple[str, str]]:
     ]
 
 
+def _suite_order(suite: dict[str, Any]) -> list[tuple[str, str, str]] | None:
+    """Row keys in the order the suite expands its cells (None if it no longer expands)."""
+    try:
+        cells = expand(parse_suite(suite))
+    except (ConfigError, TypeError):
+        return None
+    return list(dict.fromkeys((c.experiment, c.defense, sweep_label(c.grid)) for c in cells))
+
+
 def write_report(folder: Path) -> Report:
     """Rebuild every table and figure of ``folder`` and its report.md."""
     records = read_results_dir(folder)
@@ -53,11 +72,7 @@ def write_report(folder: Path) -> Report:
     suite: dict[str, Any] = {}
     if suite_file.exists():
         suite = yaml.safe_load(suite_file.read_text(encoding="utf-8")) or {}
-    order = (
-        [str(e.get("name", f"experiment{i}")) for i, e in enumerate(suite.get("experiments", []))],
-        [str(d.get("label")) for d in suite.get("defenses", [])],
-    )
-    table = main_table(records, order=order)
+    table = main_table(records, order=_suite_order(suite))
     report = Report(folder=folder, table=table, markdown=to_markdown(table),
                     problems=list(records.problems))
     tables = folder / "tables"

@@ -61,7 +61,7 @@ def _number(value: float, digits: int) -> str:
     return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
 
 
-def _sweep(grid: Any) -> str:
+def sweep_label(grid: Any) -> str:
     if not isinstance(grid, dict) or not grid:
         return ""
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in grid.items())
@@ -73,7 +73,7 @@ def metric_frame(records: RecordSet) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame = frame.copy()
-    frame["sweep"] = [_sweep(g) for g in frame.get("grid", [None] * len(frame))]
+    frame["sweep"] = [sweep_label(g) for g in frame.get("grid", [None] * len(frame))]
     frame["family"] = [str(s).split(":", 1)[0] for s in frame["source"]]
     # ε is user-level (one client) or example-level (one record); its note says which.
     notes = frame["note"] if "note" in frame else pd.Series([""] * len(frame))
@@ -103,14 +103,14 @@ class MainTable:
 def main_table(
     records: RecordSet,
     columns: tuple[Column, ...] = MAIN_COLUMNS,
-    order: tuple[list[str], list[str]] | None = None,
+    order: list[tuple[str, str, str]] | None = None,
 ) -> MainTable:
     """Build the main table from records.
 
     Args:
         records: The records.
         columns: The columns to show (those with no values are left out).
-        order: Experiment names and defense labels in suite order; rows follow it (records
+        order: Row keys (experiment, defense, sweep) in suite order; rows follow it (records
             are in completion order, which parallel runs shuffle).
     """
     frame = metric_frame(records)
@@ -124,14 +124,8 @@ def main_table(
             insecure[tuple(key)] = "; ".join(sorted(reasons))
     keys = list(dict.fromkeys(tuple(k) for k in frame[ROW_KEYS].itertuples(index=False)))
     if order is not None:
-        experiments, defenses = order
-
-        def rank(key: tuple[str, ...]) -> tuple[int, int]:
-            e = experiments.index(key[0]) if key[0] in experiments else len(experiments)
-            d = defenses.index(key[1]) if key[1] in defenses else len(defenses)
-            return e, d
-
-        keys.sort(key=rank)  # stable: sweep points keep their order within a stack
+        position = {key: i for i, key in enumerate(order)}
+        keys.sort(key=lambda key: position.get(key, len(position)))
     text = pd.DataFrame(index=pd.MultiIndex.from_tuples(keys, names=ROW_KEYS))
     means = pd.DataFrame(index=text.index)
     best: dict[str, Any] = {}

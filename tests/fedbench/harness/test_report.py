@@ -170,3 +170,11 @@ def test_privacy_table_states_delta_level_accountant_secure_mode(tmp_path: Path)
     assert row["details"] == "z=1.1, q=0.1, rounds=100"
     assert "secure_mode" not in (folder / "tables" / "privacy.md").read_text()
     assert "| dp_fedavg |" in (folder / "report.md").read_text()
+
+
+def test_report_on_a_suite_without_membership_attacks(tmp_path: Path) -> None:
+    folder = tmp_path / "gi-only"
+    rows = [r for r in _rows("none", 4, 0, 0.1, 0.6, 20.0, None) if r.get("metric") != "mia_auc"]
+    append_records(folder / "records.jsonl", rows)
+    names = {p.name for p in write_report(folder).files}
+    assert "attack_success.png" in names and "report.md" in names

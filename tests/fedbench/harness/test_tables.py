@@ -142,6 +142,6 @@ def test_empty_records() -> None:
 
 
 def test_rows_follow_suite_order_not_completion_order() -> None:
-    table = main_table(_records(), order=(["exp"], ["dp", "none"]))
+    table = main_table(_records(), order=[("exp", "dp", ""), ("exp", "none", "")])
     assert [key[1] for key in table.text.index] == ["dp", "none"]
     assert [key[1] for key in main_table(_records()).text.index] == ["none", "dp"]
