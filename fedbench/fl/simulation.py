@@ -24,7 +24,7 @@ from fedbench.errors import AggregationError, BadClientUpdate
 from fedbench.fl.channel import EncodedUpdate, PlaintextChannel, check_update
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.evaluate import evaluate
-from fedbench.fl.params import get_flat, set_flat
+from fedbench.fl.params import FlatParameters, get_flat, set_flat
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.sampling import ClientSampler
@@ -110,6 +110,7 @@ class Simulation:
         self.device = torch.device(device)
         self.model = model_factory().to(self.device)
         self.worker = model_factory().to(self.device)  # reused by every client in turn
+        self._worker_flat = FlatParameters(self.worker)
         self.data = data
         self.fl = fl
         self.pipeline = pipeline
@@ -204,14 +205,16 @@ class Simulation:
         timings["channel_encode"] += time.perf_counter() - tick
         try:
             for cid in sampled:
-                set_flat(self.worker, w_t)
+                self._worker_flat.load(w_t)
                 tick = time.perf_counter()
                 local = self.pipeline.local_training.train(
                     self.worker, self.data.clients[cid], self.recipe, client_id=cid, ctx=ctx
                 )
                 timings["client_training"] += time.perf_counter() - tick
                 train_losses.append(local.loss)
-                update = (local.params.to(w_t.device) - w_t) * weights[cid]
+                update = local.params.to(w_t.device) - w_t
+                if weights[cid] != 1.0:
+                    update = update * weights[cid]
                 for stage in self.pipeline.client_stages:
                     update = stage.apply(cid, update, ctx)
                 vector = update.detach().cpu().numpy().astype(np.float32, copy=False)

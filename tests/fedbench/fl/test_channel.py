@@ -42,3 +42,17 @@ def test_empty_round_is_an_aggregation_error() -> None:
 def test_check_update_names_client_and_problem(update: np.ndarray, message: str) -> None:
     with pytest.raises(BadClientUpdate, match=f"client 7: .*{message}"):
         check_update(7, update, 5)
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        np.array([np.inf, -np.inf, 0, 0, 0], dtype=np.float32),  # the sum is NaN, not cancelled
+        np.array([np.nan, 0, 0, 0, 0], dtype=np.float64),
+        np.array([np.finfo(np.float32).max] * 4 + [np.inf], dtype=np.float32),
+    ],
+)
+def test_check_update_rejects_every_non_finite_pattern(update: np.ndarray) -> None:
+    with pytest.raises(BadClientUpdate, match="NaN/Inf"):
+        check_update(0, update, 5)
+
