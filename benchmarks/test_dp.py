@@ -7,7 +7,8 @@
   updates, then N(0, z²C²) on the sum, seeded or from the OS CSPRNG) vs the plaintext sum alone.
   ``extra_info['ratio_to_plaintext']``.
 
-Times are never asserted; the ratios are what ``fedbench compare`` and readers look at.
+Torch runs on one intra-op thread (``conftest.py``), as cells do. Times are never asserted;
+the ratios are what ``fedbench compare`` and readers look at.
 
 Run: ``pytest benchmarks/test_dp.py --benchmark-only``;
 smoke: ``FEDBENCH_BENCH_SMOKE=1 pytest benchmarks/test_dp.py --benchmark-disable``.
