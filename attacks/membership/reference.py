@@ -192,15 +192,69 @@ def _train_sequential(
     return torch.stack(rows)
 
 
-def _stacked_gradients(base: nn.Module) -> Callable[..., dict[str, torch.Tensor]]:
+_ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity)
+StackedForward = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def _grouped_forward(base: nn.Module) -> StackedForward | None:
+    """A forward pass for stacked copies of a fully connected ``nn.Sequential``, or None.
+
+    For ``Flatten`` followed by ``Linear`` layers and elementwise activations (``mlp``,
+    ``logreg``), every layer of all W copies is one batched matrix product (``baddbmm``) on
+    inputs of shape (W, B, features): about twice as fast as ``vmap`` over ``functional_call``,
+    whose per-call set-up dominates on models this small, and the same arithmetic (the tests
+    compare both). Any other architecture gets None and the vmap path.
+    """
+    if not isinstance(base, nn.Sequential) or len(base) == 0:
+        return None
+    first = base[0]
+    if not (isinstance(first, nn.Flatten) and first.start_dim == 1 and first.end_dim == -1):
+        return None
+    trainable = {n for n, p in base.named_parameters() if p.requires_grad}
+    layers: list[tuple[str, nn.Module]] = []
+    for name, module in list(base.named_children())[1:]:
+        if isinstance(module, nn.Linear):
+            own = {f"{name}.{n}" for n, _ in module.named_parameters()}
+            if not own <= trainable:
+                return None  # a frozen layer is not in the stacked parameters
+        elif not isinstance(module, _ELEMENTWISE):
+            return None
+        layers.append((name, module))
+
+    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(2)
+        for name, module in layers:
+            if isinstance(module, nn.Linear):
+                weight = params[f"{name}.weight"].transpose(1, 2)
+                bias = params.get(f"{name}.bias")
+                h = torch.bmm(h, weight) if bias is None else torch.baddbmm(
+                    bias.unsqueeze(1), h, weight
+                )
+            else:
+                h = module(h)
+        return h
+
+    return forward
+
+
+def _stacked_gradients(
+    base: nn.Module, *, grouped: bool = True
+) -> Callable[..., dict[str, torch.Tensor]]:
     """Per-copy gradients of the mean cross-entropy for W stacked copies of ``base``.
 
-    The forward pass is vmapped over the copies; one ordinary backward pass of the summed
-    per-copy losses then gives every copy its own gradient (the copies share nothing). This is
-    about twice as fast on small models as ``vmap(grad(loss))``, which re-enters autograd per
-    call.
+    The forward pass runs over all copies at once (batched matrix products for fully connected
+    models, ``vmap`` otherwise); one ordinary backward pass of the summed per-copy losses then
+    gives every copy its own gradient (the copies share nothing). This is about twice as fast
+    on small models as ``vmap(grad(loss))``, which re-enters autograd per call.
+
+    Args:
+        base: The architecture.
+        grouped: Use the batched-matrix-product forward where the architecture allows it
+            (False forces vmap, for tests).
     """
-    forward = vmap(lambda p, x: functional_call(base, p, (x,)))
+    forward = _grouped_forward(base) if grouped else None
+    if forward is None:
+        forward = vmap(lambda p, x: functional_call(base, p, (x,)))
 
     def gradients(
         params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from fedbench.attacks.membership.reference import (
+    _grouped_forward,
+    _stacked_gradients,
     clear_memory_cache,
     plan_models,
     reference_fl,
@@ -95,6 +97,45 @@ def test_models_that_torch_func_cannot_batch_fall_back_to_the_loop(digits: Tenso
         fl={"num_clients": 2, "rounds": 1, "local_steps": 1, "batch_size": 8},
     )
     assert refs.engine == "sequential"
+
+
+def _sigmoid_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.Sigmoid(), nn.Linear(24, 12),
+                         nn.Tanh(), nn.Linear(12, 10, bias=False))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [_factory("mlp", hidden=[32]), _factory("logreg"), _sigmoid_mlp],
+    ids=["mlp", "logreg", "sigmoid-tanh-nobias"],
+)
+def test_grouped_forward_gives_the_vmap_gradients(
+    digits: TensorData, model: Callable[[], nn.Module]
+) -> None:
+    base = model()
+    assert _grouped_forward(base) is not None
+    copies, batch = 3, 5
+    g = torch.Generator().manual_seed(0)
+    params = {n: p.detach().unsqueeze(0).repeat(copies, *[1] * p.dim())
+              + 0.1 * torch.randn(copies, *p.shape, generator=g)
+              for n, p in base.named_parameters()}
+    rows = torch.randint(0, len(digits), (copies, batch), generator=g)
+    x, y = digits.x[rows], digits.y[rows]
+    grouped = _stacked_gradients(base)(params, x, y)
+    mapped = _stacked_gradients(base, grouped=False)(params, x, y)
+    assert grouped.keys() == mapped.keys()
+    for name in grouped:
+        assert grouped[name].abs().amax() > 0
+        torch.testing.assert_close(grouped[name], mapped[name], atol=1e-6, rtol=1e-5)
+
+
+def test_grouped_forward_only_takes_fully_connected_sequentials() -> None:
+    assert _grouped_forward(_factory("lenet")()) is None  # convolutions: vmap
+    assert _grouped_forward(nn.Sequential(nn.Linear(64, 10))) is None  # no Flatten first
+    frozen = _factory("mlp", hidden=[8])()
+    frozen[1].weight.requires_grad_(False)
+    assert _grouped_forward(frozen) is None  # not every layer is in the stacked parameters
 
 
 def test_paired_halves_put_every_example_in_exactly_half_of_the_models() -> None:
