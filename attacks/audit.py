@@ -215,7 +215,7 @@ class Audit(Attack):
         self.attack = attack
         self.delta = delta
         self.confidence = confidence
-        self.views = self.inner.views  # type: ignore[misc]  # the wrapped attack's views
+        self.views = self.inner.views  # the wrapped attack's views
         self.target_round = self.inner.target_round
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
