@@ -20,11 +20,14 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from fedbench.fl.channel import Channel
 from fedbench.fl.context import RunInfo
 from fedbench.fl.stages import ClientUpdateStage, LocalTraining, ServerUpdateStage, Stage
 from fedbench.metrics.base import Metric
+
+SECURE_MODE_NOISE: Final = "secure_mode draws the noise from the OS CSPRNG, which no seed fixes"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Defense:
         server_update: Transforms the aggregate on the server (central noise).
         insecure: Why this configuration is insecure, when an insecure setting was explicitly
             allowed (e.g. a 1024-bit Paillier key); every table marks such rows.
+        irreproducible: Why two runs with the same seeds can give different results (noise
+            drawn from the OS), or None when the seeds fix every result; ``fedbench compare``
+            reports changes in such cells without failing on them.
     """
 
     local_training: LocalTraining | None = None
@@ -65,6 +71,7 @@ class Defense:
     channel: Channel | None = None
     server_update: ServerUpdateStage | None = None
     insecure: str | None = None
+    irreproducible: str | None = None
 
     def stages(self) -> list[Stage]:
         """The stages this defense sets, in round order."""

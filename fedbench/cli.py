@@ -60,6 +60,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     regressions = comparison.regressions
     print(f"{len(regressions)} regression(s), {len(comparison.missing_in_new)} missing, "
           f"{len(comparison.changes)} metrics compared")
+    varying = comparison.irreproducible_regressions
+    if varying:
+        reasons = sorted({c.irreproducible for c in varying if c.irreproducible})
+        print(f"{len(varying)} more beyond tolerance in cells that vary between identical runs "
+              f"(not failing; judge them over several seeds): " + "; ".join(reasons))
     return 1 if comparison.failed else 0
 
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from fedbench.defenses.base import Defense, PrivacyReport
+from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import noise
 from fedbench.defenses.dp.accounting import Accountant, noise_multiplier_for
 from fedbench.defenses.dp.clipping import (
@@ -197,6 +197,7 @@ class DPFedAvg(Defense):
         self.clipped_count_stddev = clipped_count_stddev
         self.accountant_name = accountant
         self.secure_mode = secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
         self.allow_insecure = allow_insecure
         self.accountant = Accountant(accountant)
         self.client_update = ClipUpdate(self)

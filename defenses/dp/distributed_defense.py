@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fedbench.defenses.base import Defense, PrivacyReport
+from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import distributed as dd
 from fedbench.defenses.dp.accounting import Accountant
 from fedbench.defenses.dp.central import user_level_calibration
@@ -138,6 +138,7 @@ class DistributedDP(Defense):
         self.scale = scale
         self.accountant_name = accountant
         self.secure_mode = secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
         self.allow_insecure = allow_insecure
         self.encoder = dd.DistributedEncoder(Ring(bits), secure=secure_mode)
         self.channel: DistributedDPChannel = DistributedDPChannel(

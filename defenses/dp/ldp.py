@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from fedbench.defenses.base import Defense, PrivacyReport
+from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import noise
 from fedbench.defenses.dp.accounting import epsilon
 from fedbench.defenses.dp.clipping import clip_to_norm
@@ -102,6 +102,7 @@ class LocalDP(Defense):
         self.clip_norm = clip_norm
         self.accountant_name = accountant
         self.secure_mode = secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
         self.releases: Counter[int] = Counter()
         self.client_update = NoiseUpdate(self)
         self._delta = 1e-5

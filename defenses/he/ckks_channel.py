@@ -201,6 +201,8 @@ class CKKSAggregation(Defense):
             scale_bits if scale_bits is not None else base.scale_bits,
         )
         self.channel: CKKSChannel = CKKSChannel(params=params)
+        # Decoding adds the encryption noise, and TenSEAL exposes no seed for it.
+        self.irreproducible = "SEAL draws CKKS encryption noise from the OS (TenSEAL has no seed)"
 
     def metrics(self) -> list[Metric]:
         history = self.channel.history

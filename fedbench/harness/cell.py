@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,7 @@ class CellRun:
         self.run_id = uuid.uuid4().hex
         self.rows: list[dict[str, Any]] = []
         self.insecure: list[str] = []
+        self.irreproducible: list[str] = []
         self.canaries: Canaries | None = None
 
     def _row(
@@ -220,8 +222,10 @@ class CellRun:
         finally:
             torch.set_num_threads(threads)
         insecure = "; ".join(self.insecure) or None
+        irreproducible = "; ".join(self.irreproducible) or None
         for row in self.rows:
             row["insecure"] = insecure
+            row["irreproducible"] = irreproducible
         self.rows.append({
             "type": "cell",
             "run": self.run_id,
@@ -231,6 +235,7 @@ class CellRun:
             "error": error,
             "traceback": trace,
             "insecure": insecure,
+            "irreproducible": irreproducible,
             "config": self.cfg.model_dump(mode="json"),
             "seeds": {"seed": self.cfg.seed},
             "versions": versions(),
@@ -252,6 +257,7 @@ class CellRun:
             (d.name, DEFENSES.create(d.name, d.params)) for d in cfg.defenses
         ]
         self.insecure = [f"{n}: {d.insecure}" for n, d in defenses if d.insecure]
+        self.irreproducible = [f"{n}: {d.irreproducible}" for n, d in defenses if d.irreproducible]
         pipeline = Pipeline(defenses)
         plans = [_Planned(a.name, ATTACKS.create(a.name, a.params), None) for a in cfg.attacks]
         reveals = pipeline.channel.reveals_client_updates
@@ -287,8 +293,11 @@ class CellRun:
         dim = sim.transcript.final_params.numel() if sim.transcript.final_params is not None else 0
         # Against the plaintext sum of the same updates, timed right after each round's
         # aggregation: same data, same machine, same moment.
-        aggregated = sum(r.get("aggregate_seconds", 0.0) for r in history)
-        plain = sum(r.get("plaintext_aggregate_seconds", 0.0) for r in history)
+        # Medians over the completed rounds: one round preempted by another process (cells
+        # share the machine under --jobs) must not decide a ratio of millisecond timings.
+        timed = [r for r in history if not r.get("failed") and "aggregate_seconds" in r]
+        aggregated = median(r["aggregate_seconds"] for r in timed) if timed else 0.0
+        plain = median(r["plaintext_aggregate_seconds"] for r in timed) if timed else 0.0
 
         def ratio(num: float, den: float) -> float | None:
             return num / den if den > 0 else None
@@ -310,8 +319,8 @@ class CellRun:
                    False, kind="cost", unit="s", timing=True, note=why),
             Metric("aggregation_time_ratio", ratio(aggregated, plain), False,
                    kind="cost", unit="×", timing=True,
-                   note=why or "server aggregation / plaintext sum of the same updates, "
-                               "every round"),
+                   note=why or "median server aggregation time / median time of a "
+                               "plaintext sum of the same updates, over the rounds"),
             Metric("encode_seconds_per_client", ratio(sim.timings["channel_encode"],
                                                       contributions),
                    False, kind="cost", unit="s", timing=True, note=why),

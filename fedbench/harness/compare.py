@@ -32,6 +32,7 @@ class Change:
     new: float | None
     allowed: float
     verdict: str  # "regression", "improvement", "unchanged", "within tolerance", "not comparable"
+    irreproducible: str | None = None  # why this cell's results vary between identical runs
 
 
 @dataclass
@@ -44,8 +45,14 @@ class Comparison:
 
     @property
     def regressions(self) -> list[Change]:
-        """Changes worse than tolerated."""
-        return [c for c in self.changes if c.verdict == "regression"]
+        """Changes worse than tolerated, in cells whose results the seeds fix."""
+        return [c for c in self.changes if c.verdict == "regression" and not c.irreproducible]
+
+    @property
+    def irreproducible_regressions(self) -> list[Change]:
+        """Changes worse than tolerated in cells that vary between identical runs (reported,
+        never failing: a rerun of the same code moves them as much)."""
+        return [c for c in self.changes if c.verdict == "regression" and c.irreproducible]
 
     @property
     def failed(self) -> bool:
@@ -56,7 +63,8 @@ class Comparison:
         """Changed metrics (or all compared ones) as a DataFrame."""
         rows = [
             {"where": c.where, "metric": c.metric, "old": c.old, "new": c.new,
-             "allowed": c.allowed, "verdict": c.verdict}
+             "allowed": c.allowed,
+             "verdict": c.verdict + (" (irreproducible cell)" if c.irreproducible else "")}
             for c in self.changes
             if everything or c.verdict not in ("unchanged",)
         ]
@@ -121,9 +129,11 @@ def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> C
         verdict, allowed = judge(
             before.get("value"), after.get("value"), before.get("higher_is_better"), tolerance
         )
-        result.changes.append(
-            Change(where, key[2], before.get("value"), after.get("value"), allowed, verdict)
-        )
+        irreproducible = before.get("irreproducible") or after.get("irreproducible")
+        result.changes.append(Change(
+            where, key[2], before.get("value"), after.get("value"), allowed, verdict,
+            irreproducible,
+        ))
     return result
 
 

@@ -180,6 +180,7 @@ def test_fedavg_on_digits_at_epsilon_8_and_1_records_epsilon() -> None:
         assert eps["higher_is_better"] is False
         assert "accountant=rdp" in eps["note"] and "user-level" in eps["note"]
         assert rows[-1]["insecure"] is None
+        assert rows[-1]["irreproducible"] is None and eps["irreproducible"] is None  # seeded
         accuracy[target] = metrics["accuracy"]["value"]
     # Recorded on seed 0: 0.914 at ε≈8 and 0.705 at ε≈1 (no defense: 0.936; chance: 0.1).
     assert accuracy[8.0] >= 0.8

@@ -62,6 +62,7 @@ def _run_digits(defenses: list[Any]) -> dict[str, Any]:
     assert cell["status"] == "ok", cell["traceback"]
     values = {r["metric"]: r["value"] for r in rows if r["type"] == "metric"}
     values["insecure"] = cell["insecure"]
+    values["irreproducible"] = cell["irreproducible"]
     return values
 
 

@@ -114,6 +114,36 @@ def test_planted_cost_regression_is_flagged_relative() -> None:
     assert [c.metric for c in result.regressions] == ["aggregation_time_ratio"]
 
 
+def _irreproducible(rows: list[dict], cell: str, why: str) -> list[dict]:
+    rows = copy.deepcopy(rows)
+    for row in rows:
+        if row.get("cell") == cell:
+            row["irreproducible"] = why
+    return rows
+
+
+def test_regressions_in_irreproducible_cells_are_reported_without_failing(
+    tmp_path: Path, capsys
+) -> None:
+    why = "ckks: SEAL draws CKKS encryption noise from the OS"
+    old = _irreproducible(_run(), "secagg", why)
+    new = _set(old, "secagg", "mia_auc", 0.70)  # beyond tolerance, in a cell that varies
+    result = compare_records(_records(old), _records(new), Tolerances())
+    assert not result.failed and result.regressions == []
+    assert [(c.metric, c.irreproducible) for c in result.irreproducible_regressions] == [
+        ("mia_auc", why)
+    ]
+    assert "regression (irreproducible cell)" in set(result.table()["verdict"])
+    # The same change in a cell the seeds fix still fails.
+    assert compare_records(_records(old), _records(_set(old, "plain", "mia_auc", 0.70)),
+                           Tolerances()).failed
+    append_records(tmp_path / "old" / "records.jsonl", old)
+    append_records(tmp_path / "new" / "records.jsonl", new)
+    assert main(["compare", str(tmp_path / "old"), str(tmp_path / "new")]) == 0
+    out = capsys.readouterr().out
+    assert "0 regression(s)" in out and "1 more beyond tolerance" in out and why in out
+
+
 def test_missing_cells_are_listed_not_compared() -> None:
     new = [r for r in _run() if r.get("cell") != "secagg"]
     result = compare_records(_records(_run()), _records(new), Tolerances())
