@@ -210,7 +210,9 @@ class Tolerances(_Strict):
     by_metric: dict[str, Tolerance] = Field(default_factory=lambda: {
         "psnr": Tolerance(abs=1.0),
         "epsilon": Tolerance(rel=0.01),
-        "aggregation_time_ratio": Tolerance(rel=0.5),
+        # Measured inside cells on small models: two timings of ~10 µs sums near a ratio of 1
+        # move by several units between identical runs; large ratios move by tens of percent.
+        "aggregation_time_ratio": Tolerance(rel=0.5, abs=5.0),
         # A fraction that can be 0: relative tolerance alone would flag any change.
         "overhead_fraction": Tolerance(abs=0.05),
     })
