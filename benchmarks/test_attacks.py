@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
+from timing import best_seconds
 from torch.nn import functional as F
 
 from fedbench.attacks.base import AttackerKnowledge
@@ -96,18 +96,6 @@ def setting(batch: int) -> tuple[ClientUpdateView, AttackerKnowledge, TensorData
     return view, knowledge, data.subset(torch.arange(batch))
 
 
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time over ``repeats`` runs after one warm-up (torch.func and oneDNN set up
-    their kernels on the first call, which can take seconds)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - tick)
-    return best
-
-
 def training_step_seconds(batch: TensorData) -> float:
     """Baseline: one forward + backward of the plain training loss on the same batch."""
     model = lenet()
@@ -117,7 +105,7 @@ def training_step_seconds(batch: TensorData) -> float:
         F.cross_entropy(model(batch.x), batch.y).backward()
 
     step()
-    return best_seconds(step, 20)
+    return best_seconds(step, repeats=20, warmup=True)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -129,7 +117,7 @@ def test_dlg_speed(benchmark, batch: int) -> None:
     def run() -> None:
         evaluations.append(int(attack.run(view, knowledge).extras["evaluations"]))
 
-    seconds = best_seconds(run, ROUNDS)
+    seconds = best_seconds(run, repeats=ROUNDS, warmup=True)
     per_evaluation = seconds / max(1, min(evaluations))
     benchmark.extra_info.update({
         "model": "lenet", "input": "3x32x32", "batch": batch, "num_params": num_params(lenet()),
@@ -150,7 +138,7 @@ def test_inverting_gradients_speed(benchmark, batch: int) -> None:
     def run() -> None:
         attack.run(view, knowledge)
 
-    seconds = best_seconds(run, ROUNDS)
+    seconds = best_seconds(run, repeats=ROUNDS, warmup=True)
     per_iteration = seconds / IG_ITERATIONS
     benchmark.extra_info.update({
         "model": "lenet", "input": "3x32x32", "batch": batch, "num_params": num_params(lenet()),

@@ -17,12 +17,12 @@ smoke: ``FEDBENCH_BENCH_SMOKE=1 pytest benchmarks/test_dp.py --benchmark-disable
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
+from timing import best_seconds
 
 from fedbench.data.tensors import TensorData
 from fedbench.defenses.dp.central import DPFedAvg
@@ -43,16 +43,6 @@ EPOCHS = [("mlp", (1, 8, 8), 64, 16)] if SMOKE else [
 ]
 # (clients, dimension)
 AGGREGATIONS = [(5, 10_000)] if SMOKE else [(10, 100_000), (100, 100_000), (20, 1_000_000)]
-
-
-def best_seconds(fn: Callable[[], object], *, repeats: int) -> float:
-    """Best wall time of ``fn`` over ``repeats`` runs."""
-    best = float("inf")
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - tick)
-    return best
 
 
 def run_info(model_factory: Callable[[], torch.nn.Module], examples: int, dim: int,
