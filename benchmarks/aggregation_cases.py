@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tenseal as ts
@@ -221,20 +222,14 @@ def pooled_encode_seconds(keys: Keys, clients: int, vector: np.ndarray) -> float
     return best
 
 
-def paillier_case(keys: Keys, clients: int, dim: int, *, per_value: bool) -> Case:
-    channel = PaillierChannel(keys=keys.paillier, per_value=per_value)
-    channel.configure(clients=clients, streams=Streams(0))
+def _he_case(
+    channel: PaillierChannel | CKKSChannel, clients: int, dim: int, setup: dict[str, Any],
+    **extra: Any,
+) -> Case:
+    """Encode, server sum and decode of a configured HE channel on n messages of ``dim``."""
     messages = _messages(channel, clients, dim)
     total = channel.server_sum(messages)
     vector = client_update(dim, 0)
-    setup = {
-        "key_bits": KEY_BITS,
-        "quant_bits": channel.bits,
-        "slot_bits": channel.layout.slot_bits,
-        "values_per_ciphertext": channel.layout.slots,
-    }
-    if not per_value and dim <= POOLED_MAX_DIM:
-        setup["pooled_encode_seconds"] = pooled_encode_seconds(keys, clients, vector)
     return Case(
         phases={
             ENCODE: lambda: channel.encode(0, vector),
@@ -246,36 +241,38 @@ def paillier_case(keys: Keys, clients: int, dim: int, *, per_value: bool) -> Cas
         upload_bytes_per_client=float(messages[0].nbytes),
         download_bytes_per_client=float(len(total)),
         setup=setup,
+        **extra,
     )
+
+
+def paillier_case(keys: Keys, clients: int, dim: int, *, per_value: bool) -> Case:
+    channel = PaillierChannel(keys=keys.paillier, per_value=per_value)
+    channel.configure(clients=clients, streams=Streams(0))
+    setup: dict[str, Any] = {
+        "key_bits": KEY_BITS,
+        "quant_bits": channel.bits,
+        "slot_bits": channel.layout.slot_bits,
+        "values_per_ciphertext": channel.layout.slots,
+    }
+    if not per_value and dim <= POOLED_MAX_DIM:
+        setup["pooled_encode_seconds"] = pooled_encode_seconds(keys, clients,
+                                                               client_update(dim, 0))
+    return _he_case(channel, clients, dim, setup)
 
 
 def ckks_case(keys: Keys, clients: int, dim: int, dropout: float) -> Case:
     ckks = keys.ckks
     channel = CKKSChannel(keys=ckks)
     channel.configure(clients=clients)
-    messages = _messages(channel, clients, dim)
-    total = channel.server_sum(messages)
-    vector = client_update(dim, 0)
+    setup = {
+        "poly_modulus_degree": ckks.params.poly_modulus_degree,
+        "coeff_mod_bit_sizes": list(ckks.params.coeff_mod_bit_sizes),
+        "values_per_ciphertext": ckks.params.slots - 1,
+        "public_context_bytes": ckks.public_bytes,
+    }
+    # The bare loop on the same data, key and number of distinct messages.
     loop = TenSEALLoop(ckks, clients, dim)
-    return Case(
-        phases={
-            ENCODE: lambda: channel.encode(0, vector),
-            AGGREGATE: lambda: channel.server_sum(messages),
-            CLIENT_DECODE: lambda: channel.decode(total),
-        },
-        values=_values(clients, dim, (ENCODE, AGGREGATE, CLIENT_DECODE)),
-        message_bytes=messages[0].nbytes,
-        upload_bytes_per_client=float(messages[0].nbytes),
-        download_bytes_per_client=float(len(total)),
-        # The bare loop on the same data, key and number of distinct messages.
-        tenseal_loop=loop.phases(),
-        setup={
-            "poly_modulus_degree": ckks.params.poly_modulus_degree,
-            "coeff_mod_bit_sizes": list(ckks.params.coeff_mod_bit_sizes),
-            "values_per_ciphertext": ckks.params.slots - 1,
-            "public_context_bytes": ckks.public_bytes,
-        },
-    )
+    return _he_case(channel, clients, dim, setup, tenseal_loop=loop.phases())
 
 
 # -- peers -------------------------------------------------------------------------------------

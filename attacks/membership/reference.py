@@ -237,24 +237,26 @@ def _grouped_forward(base: nn.Module) -> StackedForward | None:
     return forward
 
 
-def _stacked_gradients(
-    base: nn.Module, *, grouped: bool = True
-) -> Callable[..., dict[str, torch.Tensor]]:
-    """Per-copy gradients of the mean cross-entropy for W stacked copies of ``base``.
+def _vmapped_forward(base: nn.Module) -> StackedForward:
+    """A forward pass for stacked copies of any architecture torch.func can map over."""
+    forward: StackedForward = vmap(lambda p, x: functional_call(base, p, (x,)))
+    return forward
 
-    The forward pass runs over all copies at once (batched matrix products for fully connected
-    models, ``vmap`` otherwise); one ordinary backward pass of the summed per-copy losses then
-    gives every copy its own gradient (the copies share nothing). This is about twice as fast
-    on small models as ``vmap(grad(loss))``, which re-enters autograd per call.
 
-    Args:
-        base: The architecture.
-        grouped: Use the batched-matrix-product forward where the architecture allows it
-            (False forces vmap, for tests).
+def _stacked_gradients(base: nn.Module) -> Callable[..., dict[str, torch.Tensor]]:
+    """Per-copy gradients for W stacked copies of ``base`` (see :func:`_gradients_of`), through
+    batched matrix products for fully connected models and ``vmap`` otherwise."""
+    return _gradients_of(_grouped_forward(base) or _vmapped_forward(base))
+
+
+def _gradients_of(forward: StackedForward) -> Callable[..., dict[str, torch.Tensor]]:
+    """Per-copy gradients of the mean cross-entropy, given a forward pass over stacked copies.
+
+    The forward pass runs over all copies at once; one ordinary backward pass of the summed
+    per-copy losses then gives every copy its own gradient (the copies share nothing). This is
+    about twice as fast on small models as ``vmap(grad(loss))``, which re-enters autograd per
+    call.
     """
-    forward = _grouped_forward(base) if grouped else None
-    if forward is None:
-        forward = vmap(lambda p, x: functional_call(base, p, (x,)))
 
     def gradients(
         params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor

@@ -29,6 +29,8 @@ import numpy as np
 from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from fedbench.errors import ConfigError
+
 AccountantName = Literal["rdp", "prv"]
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
 
@@ -191,3 +193,43 @@ def noise_multiplier_for(
                 **options,
             )
         )
+
+
+def noise_choice(
+    name: str,
+    *,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    target_delta: float,
+    zero_noise: bool = False,
+) -> float | None:
+    """Check the choice every DP defense offers: a noise multiplier, or a target ε to reach.
+
+    Args:
+        name: The defense, for error messages.
+        noise_multiplier: z, or None.
+        target_epsilon: ε to reach after the run (at ``target_delta``), or None.
+        target_delta: δ of the target.
+        zero_noise: Whether z = 0 is allowed (clipping only, ε = ∞).
+
+    Returns:
+        The noise multiplier to start from: the one given, 1.0 when neither is set, None when
+        ``target_epsilon`` will choose it once the run is known.
+
+    Raises:
+        ConfigError: Both set, or a value out of range.
+    """
+    if noise_multiplier is not None and target_epsilon is not None:
+        raise ConfigError(f"{name}: set noise_multiplier or target_epsilon, not both")
+    if noise_multiplier is not None and not (
+        noise_multiplier >= 0 if zero_noise else noise_multiplier > 0
+    ):
+        bound = ">= 0" if zero_noise else "positive"
+        raise ConfigError(f"{name}: noise_multiplier must be {bound}, got {noise_multiplier}")
+    if target_epsilon is not None and not target_epsilon > 0:
+        raise ConfigError(f"{name}: target_epsilon must be positive, got {target_epsilon}")
+    if not 0 < target_delta < 1:
+        raise ConfigError(f"{name}: target_delta must be in (0, 1), got {target_delta}")
+    if noise_multiplier is None and target_epsilon is None:
+        return 1.0
+    return noise_multiplier

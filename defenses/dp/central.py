@@ -28,7 +28,7 @@ import torch
 
 from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import noise
-from fedbench.defenses.dp.accounting import Accountant, noise_multiplier_for
+from fedbench.defenses.dp.accounting import Accountant, noise_choice, noise_multiplier_for
 from fedbench.defenses.dp.clipping import (
     clip_to_norm,
     next_clip_norm,
@@ -160,14 +160,10 @@ class DPFedAvg(Defense):
         secure_mode: bool = False,
         allow_insecure: bool = False,
     ) -> None:
-        if noise_multiplier is not None and target_epsilon is not None:
-            raise ConfigError("dp_fedavg: set noise_multiplier or target_epsilon, not both")
-        if noise_multiplier is not None and noise_multiplier < 0:
-            raise ConfigError(f"dp_fedavg: noise_multiplier must be >= 0, got {noise_multiplier}")
-        if target_epsilon is not None and not target_epsilon > 0:
-            raise ConfigError(f"dp_fedavg: target_epsilon must be positive, got {target_epsilon}")
-        if not 0 < target_delta < 1:
-            raise ConfigError(f"dp_fedavg: target_delta must be in (0, 1), got {target_delta}")
+        noise_multiplier = noise_choice(
+            "dp_fedavg", noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
+            target_delta=target_delta, zero_noise=True,
+        )
         if not clip_norm > 0:
             raise ConfigError(f"dp_fedavg: clip_norm must be positive, got {clip_norm}")
         if not 0 < target_quantile < 1:
@@ -184,8 +180,6 @@ class DPFedAvg(Defense):
             )
         if adaptive and noise_multiplier == 0:
             raise ConfigError("dp_fedavg: adaptive clipping needs noise_multiplier > 0")
-        if noise_multiplier is None and target_epsilon is None:
-            noise_multiplier = 1.0
         self.noise_multiplier = noise_multiplier
         self.target_epsilon = target_epsilon
         self.target_delta = target_delta

@@ -28,7 +28,7 @@ import torch
 
 from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import distributed as dd
-from fedbench.defenses.dp.accounting import Accountant
+from fedbench.defenses.dp.accounting import Accountant, noise_choice
 from fedbench.defenses.dp.central import user_level_calibration
 from fedbench.defenses.secagg.channel import DropoutStage, Neighbours, SecAggChannel
 from fedbench.defenses.secagg.ring import Ring
@@ -109,18 +109,10 @@ class DistributedDP(Defense):
         tolerated_corruption: float = 0.1,
         allow_insecure: bool = False,
     ) -> None:
-        if noise_multiplier is not None and target_epsilon is not None:
-            raise ConfigError("distributed_dp: set noise_multiplier or target_epsilon, not both")
-        if noise_multiplier is not None and not noise_multiplier > 0:
-            raise ConfigError(
-                f"distributed_dp: noise_multiplier must be positive, got {noise_multiplier}"
-            )
-        if target_epsilon is not None and not target_epsilon > 0:
-            raise ConfigError(
-                f"distributed_dp: target_epsilon must be positive, got {target_epsilon}"
-            )
-        if not 0 < target_delta < 1:
-            raise ConfigError(f"distributed_dp: target_delta must be in (0, 1), got {target_delta}")
+        noise_multiplier = noise_choice(
+            "distributed_dp", noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
+            target_delta=target_delta,
+        )
         if not clip_norm > 0:
             raise ConfigError(f"distributed_dp: clip_norm must be positive, got {clip_norm}")
         if not 8 <= bits <= 62:
@@ -128,8 +120,6 @@ class DistributedDP(Defense):
             raise ConfigError(f"distributed_dp: bits must be in [8, 62], got {bits}")
         if scale is not None and not scale > 0:
             raise ConfigError(f"distributed_dp: scale must be positive, got {scale}")
-        if noise_multiplier is None and target_epsilon is None:
-            noise_multiplier = 1.0
         self.noise_multiplier = noise_multiplier
         self.target_epsilon = target_epsilon
         self.target_delta = target_delta

@@ -40,8 +40,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedbench.data.tensors import TensorData
-from fedbench.defenses.base import Defense, PrivacyReport
-from fedbench.defenses.dp.accounting import Accountant, noise_multiplier_for
+from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
+from fedbench.defenses.dp.accounting import Accountant, noise_choice, noise_multiplier_for
 from fedbench.errors import ConfigError, DataError
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.params import get_flat
@@ -219,14 +219,10 @@ class DPSGD(Defense):
         accountant: Literal["rdp", "prv"] = "rdp",
         secure_mode: bool = False,
     ) -> None:
-        if noise_multiplier is not None and target_epsilon is not None:
-            raise ConfigError("dp_sgd: set noise_multiplier or target_epsilon, not both")
-        if noise_multiplier is not None and not noise_multiplier > 0:
-            raise ConfigError(f"dp_sgd: noise_multiplier must be > 0, got {noise_multiplier}")
-        if target_epsilon is not None and not target_epsilon > 0:
-            raise ConfigError(f"dp_sgd: target_epsilon must be positive, got {target_epsilon}")
-        if not 0 < target_delta < 1:
-            raise ConfigError(f"dp_sgd: target_delta must be in (0, 1), got {target_delta}")
+        noise_multiplier = noise_choice(
+            "dp_sgd", noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
+            target_delta=target_delta,
+        )
         if not max_grad_norm > 0:
             raise ConfigError(f"dp_sgd: max_grad_norm must be positive, got {max_grad_norm}")
         if secure_mode and importlib.util.find_spec("torchcsprng") is None:
@@ -234,14 +230,13 @@ class DPSGD(Defense):
                 "dp_sgd: secure_mode needs the torchcsprng package (Opacus draws its CSPRNG "
                 "noise and sampling from it), which is not installed"
             )
-        if noise_multiplier is None and target_epsilon is None:
-            noise_multiplier = 1.0
         self.noise_multiplier = noise_multiplier
         self.target_epsilon = target_epsilon
         self.target_delta = target_delta
         self.max_grad_norm = max_grad_norm
         self.accountant_name = accountant
         self.secure_mode = secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
         self.clients: dict[int, _ClientPrivacy] = {}
         self.local_training = OpacusTraining(self)
         self._delta = 1e-5

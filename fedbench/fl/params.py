@@ -52,17 +52,16 @@ class FlatParameters:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._params = [p for p in model.parameters() if p.requires_grad]
-        self.buffer = get_flat(model).clone()
         self._seat()
 
     def _seat(self) -> None:
-        with torch.no_grad():
-            self.buffer.copy_(parameters_to_vector(self._params))
-            offset = 0
-            for param in self._params:
-                size = param.numel()
-                param.data = self.buffer[offset : offset + size].view_as(param)
-                offset += size
+        # A fresh buffer holding the current values; the parameters become views of it.
+        self.buffer = parameters_to_vector(self._params).detach()
+        offset = 0
+        for param in self._params:
+            size = param.numel()
+            param.data = self.buffer[offset : offset + size].view_as(param)
+            offset += size
         self._pointers = [p.data_ptr() for p in self._params]
 
     def load(self, vector: torch.Tensor) -> None:

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from fedbench.attacks.membership.reference import (
+    _gradients_of,
     _grouped_forward,
-    _stacked_gradients,
+    _vmapped_forward,
     clear_memory_cache,
     plan_models,
     reference_fl,
@@ -114,7 +115,8 @@ def test_grouped_forward_gives_the_vmap_gradients(
     digits: TensorData, model: Callable[[], nn.Module]
 ) -> None:
     base = model()
-    assert _grouped_forward(base) is not None
+    forward = _grouped_forward(base)
+    assert forward is not None
     copies, batch = 3, 5
     g = torch.Generator().manual_seed(0)
     params = {n: p.detach().unsqueeze(0).repeat(copies, *[1] * p.dim())
@@ -122,8 +124,8 @@ def test_grouped_forward_gives_the_vmap_gradients(
               for n, p in base.named_parameters()}
     rows = torch.randint(0, len(digits), (copies, batch), generator=g)
     x, y = digits.x[rows], digits.y[rows]
-    grouped = _stacked_gradients(base)(params, x, y)
-    mapped = _stacked_gradients(base, grouped=False)(params, x, y)
+    grouped = _gradients_of(forward)(params, x, y)
+    mapped = _gradients_of(_vmapped_forward(base))(params, x, y)
     assert grouped.keys() == mapped.keys()
     for name in grouped:
         assert grouped[name].abs().amax() > 0

@@ -9,7 +9,13 @@ import pytest
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from fedbench.defenses.dp.accounting import Accountant, epsilon, noise_multiplier_for
+from fedbench.defenses.dp.accounting import (
+    Accountant,
+    epsilon,
+    noise_choice,
+    noise_multiplier_for,
+)
+from fedbench.errors import ConfigError
 
 # (q, z, T, δ): the ANCHORS examples and a spread of regimes (little/much noise and sampling).
 GRID = [
@@ -145,3 +151,31 @@ def test_noise_multiplier_for_rejects_impossible_targets() -> None:
         noise_multiplier_for(target_epsilon=0.0, delta=1e-5, sample_rate=0.1, steps=10)
     with pytest.raises(ValueError, match="at least one release"):
         noise_multiplier_for(target_epsilon=1.0, delta=1e-5, sample_rate=0.1, steps=0)
+
+
+def test_noise_choice_defaults_keeps_and_defers() -> None:
+    assert noise_choice("d", noise_multiplier=None, target_epsilon=None, target_delta=1e-5) == 1.0
+    assert noise_choice("d", noise_multiplier=0.7, target_epsilon=None, target_delta=1e-5) == 0.7
+    assert noise_choice("d", noise_multiplier=None, target_epsilon=2.0, target_delta=1e-5) is None
+    assert noise_choice("d", noise_multiplier=0.0, target_epsilon=None, target_delta=1e-5,
+                        zero_noise=True) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("noise", "target", "delta", "message"),
+    [
+        (1.0, 2.0, 1e-5, "d: set noise_multiplier or target_epsilon, not both"),
+        (0.0, None, 1e-5, "d: noise_multiplier must be positive, got 0.0"),
+        (-0.1, None, 1e-5, "noise_multiplier must be positive"),
+        (None, 0.0, 1e-5, "d: target_epsilon must be positive, got 0.0"),
+        (None, None, 1.0, r"d: target_delta must be in \(0, 1\), got 1.0"),
+    ],
+)
+def test_noise_choice_refuses_by_name(
+    noise: float | None, target: float | None, delta: float, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        noise_choice("d", noise_multiplier=noise, target_epsilon=target, target_delta=delta)
+    if noise == 0.0:  # allowed where the defense may clip without noise
+        noise_choice("d", noise_multiplier=noise, target_epsilon=target, target_delta=delta,
+                     zero_noise=True)
