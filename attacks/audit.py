@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from fedbench.attacks.base import Attack, AttackerKnowledge, AttackResult, GroundTruth
+from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
 from fedbench.errors import ConfigError
-from fedbench.fl.transcript import View
+from fedbench.fl.views import View
 from fedbench.metrics.base import Metric
 from fedbench.metrics.dp_bounds import one_run_epsilon, rate_epsilon
+from fedbench.params import HalfOpenFraction, OpenUnitInterval
 from fedbench.registry import ATTACKS, register_attack
 from fedbench.seeding import Streams
 
@@ -202,8 +203,8 @@ class Audit(Attack):
         *,
         attack: str = "loss_threshold",
         attack_params: dict[str, Any] | None = None,
-        delta: float = 1e-5,
-        confidence: float = 0.95,
+        delta: HalfOpenFraction = 1e-5,
+        confidence: OpenUnitInterval = 0.95,
     ) -> None:
         if attack == "audit":
             raise ConfigError("audit: 'attack' must be a membership attack, not audit itself")
@@ -216,7 +217,7 @@ class Audit(Attack):
         self.delta = delta
         self.confidence = confidence
         self.views = self.inner.views  # the wrapped attack's views
-        self.target_round = self.inner.target_round
+        self.target = self.inner.target
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
         result = self.inner.run(view, knowledge)

@@ -42,7 +42,7 @@ import torch
 from timing import best_seconds
 from torch.nn import functional as F
 
-from fedbench.attacks.base import AttackerKnowledge
+from fedbench.attack import AttackerKnowledge
 from fedbench.attacks.gradient_inversion.dlg import DLG
 from fedbench.attacks.gradient_inversion.inverting import InvertingGradients
 from fedbench.attacks.membership.reference import (
@@ -52,10 +52,10 @@ from fedbench.attacks.membership.reference import (
     reference_fl,
     train_reference_models,
 )
+from fedbench.config import FLConfig
 from fedbench.data.tensors import TensorData
 from fedbench.fl.params import get_flat, num_params
-from fedbench.fl.recipe import TrainingRecipe
-from fedbench.fl.transcript import ClientUpdateView
+from fedbench.fl.views import ClientUpdateView
 from fedbench.registry import DATASETS, MODELS
 
 SMOKE = os.environ.get("FEDBENCH_BENCH_SMOKE") == "1"
@@ -89,7 +89,7 @@ def setting(batch: int) -> tuple[ClientUpdateView, AttackerKnowledge, TensorData
                             num_examples=batch)
     knowledge = AttackerKnowledge(
         model_factory=lenet, input_shape=SHAPE, num_classes=10, data_kind="image",
-        recipe=TrainingRecipe("fedsgd", batch, 1, None, 0.1), fl={}, defenses={},
+        fl=FLConfig(algorithm="fedsgd", batch_size=batch, client_lr=0.1), defenses={},
         population=data.subset(torch.arange(batch, batch + 64)), candidates=None,
         device=torch.device("cpu"), seed=0,
     )
@@ -154,8 +154,8 @@ def test_inverting_gradients_speed(benchmark, batch: int) -> None:
 # -- membership inference: reference models -------------------------------------------------
 
 NUM_MODELS = 2 if SMOKE else 16
-FL = {"num_clients": 10, "rounds": 2 if SMOKE else 20, "local_epochs": 2, "batch_size": 16,
-      "client_lr": 0.1}
+FL = FLConfig(num_clients=10, rounds=2 if SMOKE else 20, local_epochs=2, batch_size=16,
+              client_lr=0.1)
 CLIENT_SIZE = 115  # quick.yaml: 1,150 training digits over 10 clients
 # (design, pool size, intra-op threads)
 CASES = [("online", 1000, 1)] if SMOKE else [

@@ -25,6 +25,7 @@ import torch
 from timing import best_seconds
 
 from fedbench.data.tensors import TensorData
+from fedbench.defenses.dp.accounting import GaussianNoise
 from fedbench.defenses.dp.central import DPFedAvg
 from fedbench.defenses.dp.local_sgd import DPSGD
 from fedbench.fl.channel import PlaintextChannel
@@ -71,7 +72,7 @@ def test_dp_sgd_epoch(benchmark, model_name: str, shape: tuple[int, ...], exampl
     worker = factory()
     w0 = get_flat(worker).clone()
     run = run_info(factory, examples, w0.numel(), recipe)
-    defense = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    defense = DPSGD(noise=GaussianNoise(multiplier=1.0), max_grad_norm=1.0)
     defense.setup(run)
     plain = SGDTraining()
     rounds = iter(range(10**6))
@@ -106,7 +107,7 @@ def test_central_dp_aggregation(benchmark, clients: int, dim: int, secure_mode: 
                   sampling="poisson", weighting="uniform", recipe=None,
                   client_sizes=(1,) * (10 * clients), dim=dim, model_factory=None,
                   streams=Streams(0))
-    defense = DPFedAvg(noise_multiplier=1.0, clip_norm=1.0, secure_mode=secure_mode)
+    defense = DPFedAvg(noise=GaussianNoise(multiplier=1.0, secure_mode=secure_mode), clip_norm=1.0)
     defense.setup(run)
     assert defense.server_update is not None
     server = defense.server_update

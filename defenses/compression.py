@@ -15,14 +15,16 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
-from fedbench.defenses.base import Defense
-from fedbench.errors import ConfigError
+from fedbench.defense import Defense
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.stages import ClientUpdateStage
 from fedbench.metrics.base import Metric
+from fedbench.params import HalfOpenFraction
 from fedbench.registry import register_defense
 
 
@@ -67,7 +69,8 @@ def quantize_uniform(
                        device=generator.device).to(position.device)
         rounded = floor + (u < position - floor).to(floor.dtype)
     rounded = rounded.clamp(0, levels - 1)
-    return (rounded * step - bound).to(update.dtype)
+    quantized: torch.Tensor = (rounded * step - bound).to(update.dtype)
+    return quantized
 
 
 class _Prune(ClientUpdateStage):
@@ -92,16 +95,13 @@ class Prune(Defense):
         0.2
     """
 
-    def __init__(self, *, ratio: float = 0.2) -> None:
-        if not 0 <= ratio < 1:
-            raise ConfigError(f"prune: ratio must be in [0, 1), got {ratio}")
+    def __init__(self, *, ratio: HalfOpenFraction = 0.2) -> None:
         self.ratio = ratio
         self.kept: list[float] = []
         self.client_update = _Prune(self)
 
-    def setup(self, run: RunInfo) -> None:
+    def prepare(self, run: RunInfo) -> None:
         self.kept = []
-        super().setup(run)
 
     def metrics(self) -> list[Metric]:
         if not self.kept:
@@ -137,17 +137,16 @@ class Quantize(Defense):
         4
     """
 
-    def __init__(self, *, bits: int = 8, stochastic: bool = True) -> None:
-        if not 1 < bits <= 16:
-            raise ConfigError(f"quantize: bits must be in 2..16, got {bits}")
+    def __init__(
+        self, *, bits: Annotated[int, Field(ge=2, le=16)] = 8, stochastic: bool = True
+    ) -> None:
         self.bits = bits
         self.stochastic = stochastic
         self.errors: list[float] = []
         self.client_update = _Quantize(self)
 
-    def setup(self, run: RunInfo) -> None:
+    def prepare(self, run: RunInfo) -> None:
         self.errors = []
-        super().setup(run)
 
     def metrics(self) -> list[Metric]:
         out = [Metric("bits_per_value", self.bits, None, kind="info")]

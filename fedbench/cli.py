@@ -7,6 +7,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fedbench.errors import FedbenchError
 
@@ -15,10 +16,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedbench.harness.executors import make_executor
     from fedbench.harness.report import COMMAND_FILE, write_report
     from fedbench.harness.runner import run_suite
-    from fedbench.harness.suite import load_suite
+    from fedbench.harness.suite import expand, load_suite
 
     suite = load_suite(args.suite)
     progress = not args.no_progress
+    if args.dry_run:
+        return _dry_run(expand(suite), progress)
     executor = make_executor(
         args.executor, jobs=args.jobs, address=args.address, progress=progress
     )
@@ -34,6 +37,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for label, error in summary.failed.items():
         print(f"FAILED {label}: {error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _dry_run(cells: list[Any], progress: bool) -> int:
+    from fedbench.harness.checks import cell_problems, describe
+
+    found = cell_problems(cells, progress=progress)
+    if found:
+        print(describe(found, len(cells)), file=sys.stderr)
+        return 2
+    print(f"{len(cells)} cells: every pipeline builds and every stage accepts its run")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -79,9 +93,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from fedbench.harness.suite import packaged_suites
-    from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS
+    from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS, Registry
 
-    families = {
+    families: dict[str, Registry[Any]] = {
         "datasets": DATASETS, "partitioners": PARTITIONERS, "models": MODELS,
         "defenses": DEFENSES, "attacks": ATTACKS,
     }
@@ -121,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local (in-process or --jobs pool) or ray (the 'ray' extra)")
     run.add_argument("--address", default=None,
                      help="Ray cluster address for --executor ray (default: start Ray locally)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="build every cell's pipeline and run every compatibility check, "
+                          "train nothing (exit 2 listing every problem)")
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser("report", help="rebuild tables from a results folder")

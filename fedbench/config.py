@@ -20,11 +20,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedbench.errors import ConfigError
-from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS, Registry
+from fedbench.fl.recipe import TrainingRecipe
+from fedbench.registry import (
+    ATTACKS,
+    DATASETS,
+    DEFENSES,
+    MODELS,
+    PARTITIONERS,
+    Registry,
+    field_path,
+)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict (`rounds: true` is no count) and finite (`client_lr: .inf` is no learning rate).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ComponentConfig(_Strict):
@@ -118,6 +128,18 @@ class FLConfig(_Strict):
         if self.algorithm == "fedavg" and self.batch_size is None:
             raise ValueError("fedavg needs a batch_size")
         return self
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        """The public client-training recipe of these settings."""
+        return TrainingRecipe(
+            algorithm=self.algorithm,
+            batch_size=self.batch_size,
+            local_epochs=self.local_epochs,
+            local_steps=self.local_steps,
+            lr=self.client_lr,
+            momentum=self.client_momentum,
+        )
 
     @property
     def expected_clients(self) -> float:
@@ -266,9 +288,11 @@ class SuiteConfig(_Strict):
 def _explain(err: ValidationError, source: str) -> ConfigError:
     lines = []
     for problem in err.errors():
-        field = ".".join(str(p) for p in problem["loc"]) or "(root)"
+        field = field_path(problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
+        if field == "(root)":  # a component's own validation, which names its field itself
+            lines.append(f"{source}: {message}")
+        elif problem["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown field '{field}'")
         elif problem["type"] == "literal_error":
             lines.append(f"{source}: field '{field}' = {problem.get('input')!r}: {message}")
@@ -277,15 +301,34 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
     return ConfigError("\n".join(lines))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key that appears twice in one mapping (PyYAML keeps
+    the last one silently, so a pasted block would override settings without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                first = seen[key]
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file (and line, for syntax errors)."""
+    """Read a YAML mapping, with errors that name the file (and line, for syntax errors and
+    duplicate keys)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

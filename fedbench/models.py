@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fedbench.params import PositiveFloat, PositiveInt
 from fedbench.registry import register_model
 
 _CONTEXT = ("in_shape", "num_classes")
@@ -48,11 +49,14 @@ class LeNet(nn.Module):
                 nn.init.uniform_(param, -init_range, init_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x).flatten(1))
+        logits: torch.Tensor = self.fc(self.body(x).flatten(1))
+        return logits
 
 
 @register_model("lenet", context=_CONTEXT)
-def lenet(*, in_shape: tuple[int, ...], num_classes: int, init_range: float = 0.5) -> nn.Module:
+def lenet(
+    *, in_shape: tuple[int, ...], num_classes: int, init_range: PositiveFloat = 0.5
+) -> nn.Module:
     """DLG's sigmoid LeNet (768-wide classifier input at 32×32).
 
     Args:
@@ -65,7 +69,7 @@ def lenet(*, in_shape: tuple[int, ...], num_classes: int, init_range: float = 0.
 
 
 @register_model("convnet", context=_CONTEXT)
-def convnet(*, in_shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Module:
+def convnet(*, in_shape: tuple[int, ...], num_classes: int, width: PositiveInt = 32) -> nn.Module:
     """Two conv-ReLU-pool blocks and a linear classifier.
 
     Args:
@@ -118,7 +122,7 @@ def resnet18(
     in_shape: tuple[int, ...],
     num_classes: int,
     norm: Literal["group", "batch"] = "group",
-    groups: int = 32,
+    groups: PositiveInt = 32,
 ) -> nn.Module:
     """torchvision's ResNet-18, with a 3×3 stem and no max-pool for inputs below 64 pixels.
 
@@ -136,7 +140,7 @@ def resnet18(
         return nn.GroupNorm(min(groups, channels), channels)
 
     norm_layer = group_norm if norm == "group" else nn.BatchNorm2d
-    net = tv_resnet18(weights=None, num_classes=num_classes, norm_layer=norm_layer)
+    net: nn.Module = tv_resnet18(weights=None, num_classes=num_classes, norm_layer=norm_layer)
     if in_shape[0] != 3 or in_shape[1] < 64:
         net.conv1 = nn.Conv2d(in_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     if in_shape[1] < 64:

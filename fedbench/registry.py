@@ -22,13 +22,21 @@ import inspect
 import pkgutil
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from fedbench.errors import ConfigError
+
+if TYPE_CHECKING:  # the component interfaces import the registry to register themselves
+    from torch import nn
+
+    from fedbench.attack import Attack
+    from fedbench.data.dataset import Dataset
+    from fedbench.data.partition import Partitioner
+    from fedbench.defense import Defense
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,16 +51,17 @@ class Component(Generic[T]):
     params_model: type[BaseModel]
     context: tuple[str, ...]
     summary: str
+    moved: Mapping[str, str] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, str]:
         """Parameter name -> 'type = default' (for `fedbench list`)."""
         out = {}
-        for field_name, field in self.params_model.model_fields.items():
-            annotation = field.annotation
+        for field_name, spec in self.params_model.model_fields.items():
+            annotation = spec.annotation
             plain = typing.get_origin(annotation) is None and hasattr(annotation, "__name__")
             ann = annotation.__name__ if plain else str(annotation)  # type: ignore[union-attr]
             ann = ann.replace("typing.", "")
-            out[field_name] = ann if field.is_required() else f"{ann} = {field.default!r}"
+            out[field_name] = ann if spec.is_required() else f"{ann} = {spec.default!r}"
         return out
 
 
@@ -60,7 +69,7 @@ def _params_model(
     name: str, factory: Callable[..., Any], context: Sequence[str]
 ) -> type[BaseModel]:
     target = factory.__init__ if inspect.isclass(factory) else factory
-    hints = typing.get_type_hints(target)
+    hints = typing.get_type_hints(target, include_extras=True)  # keep Annotated constraints
     fields: dict[str, Any] = {}
     for param in inspect.signature(target).parameters.values():
         if param.name in ("self", *context):
@@ -70,19 +79,50 @@ def _params_model(
         annotation = hints.get(param.name, Any)
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
-    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+    # Strict and finite (see fedbench.params): `true` is no integer, `.inf` no learning rate.
+    config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, arbitrary_types_allowed=True,
+        protected_namespaces=(),
+    )
     model: type[BaseModel] = create_model(
         f"{name}_params", __config__=config, **fields
     )
     return model
 
 
-def format_validation_error(where: str, err: ValidationError, allowed: Sequence[str]) -> str:
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple"}
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """The dotted field of a pydantic error location, without the tags pydantic adds for the
+    members of a union (``neighbours.literal['full','auto']`` is the field ``neighbours``)."""
+    parts = [str(p) for p in loc
+             if isinstance(p, int) or (str(p).isidentifier() and str(p) not in _TYPE_TAGS)]
+    return ".".join(parts) or "(root)"
+
+
+def _merged(problems: list[Any]) -> list[Any]:
+    """One problem per field: a value no member of a union accepts gets every member's reason."""
+    by_field: dict[str, Any] = {}
+    for problem in problems:
+        field = field_path(problem["loc"])
+        if field in by_field and problem["type"] != "extra_forbidden":
+            by_field[field]["msg"] += f", or {problem['msg'][0].lower()}{problem['msg'][1:]}"
+        else:
+            by_field[field] = {**problem, "field": field}
+    return list(by_field.values())
+
+
+def format_validation_error(
+    where: str, err: ValidationError, allowed: Sequence[str], moved: Mapping[str, str] = {}
+) -> str:
     """Turn a pydantic error into one line per problem that names the field."""
     lines = []
-    for problem in err.errors():
-        field = ".".join(str(p) for p in problem["loc"]) or "(root)"
-        if problem["type"] == "extra_forbidden":
+    for problem in _merged(err.errors()):
+        field = problem["field"]
+        if problem["type"] == "extra_forbidden" and field in moved:
+            lines.append(f"{where}: unknown parameter '{field}': it is now '{moved[field]}'")
+        elif problem["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown parameter '{field}'; allowed: {', '.join(allowed)}")
         elif problem["type"] == "missing":
             lines.append(f"{where}: missing required parameter '{field}'")
@@ -115,13 +155,18 @@ class Registry(Generic[T]):
         self._components: dict[str, Component[T]] = {}
         self._loaded = not self._builtin and entry_point_group is None
 
-    def register(self, name: str, *, context: Sequence[str] = ()) -> Callable[[F], F]:
+    def register(
+        self, name: str, *, context: Sequence[str] = (), moved: Mapping[str, str] | None = None
+    ) -> Callable[[F], F]:
         """Decorator registering a class or factory function under ``name``.
 
         Args:
             name: The name configs use.
             context: Arguments the harness supplies (e.g. a model's input shape); they are not
                 part of the user-facing parameters.
+            moved: Parameters this component used to take, by their new (dotted) place: a
+                config using an old name is refused with the new one, and records written
+                with it are migrated (:mod:`fedbench.harness.migrate`).
         """
 
         def decorator(factory: F) -> F:
@@ -134,6 +179,7 @@ class Registry(Generic[T]):
                 params_model=_params_model(name, factory, context),
                 context=tuple(context),
                 summary=doc.splitlines()[0] if doc else "",
+                moved=dict(moved or {}),
             )
             return factory
 
@@ -179,7 +225,7 @@ class Registry(Generic[T]):
         except ValidationError as err:
             allowed = list(component.params_model.model_fields)
             raise ConfigError(
-                format_validation_error(f"{self.kind} '{name}'", err, allowed)
+                format_validation_error(f"{self.kind} '{name}'", err, allowed, component.moved)
             ) from None
 
     def validate(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -194,13 +240,13 @@ class Registry(Generic[T]):
 
 
 # The component families. Built-in components live in these packages.
-DATASETS: Registry[Any] = Registry("dataset", builtin=("fedbench.data",))
-PARTITIONERS: Registry[Any] = Registry("partitioner", builtin=("fedbench.data",))
-MODELS: Registry[Any] = Registry("model", builtin=("fedbench.models",))
-DEFENSES: Registry[Any] = Registry(
+DATASETS: Registry[Dataset] = Registry("dataset", builtin=("fedbench.data",))
+PARTITIONERS: Registry[Partitioner] = Registry("partitioner", builtin=("fedbench.data",))
+MODELS: Registry[nn.Module] = Registry("model", builtin=("fedbench.models",))
+DEFENSES: Registry[Defense] = Registry(
     "defense", builtin=("fedbench.defenses",), entry_point_group="fedbench.defenses"
 )
-ATTACKS: Registry[Any] = Registry(
+ATTACKS: Registry[Attack] = Registry(
     "attack", builtin=("fedbench.attacks",), entry_point_group="fedbench.attacks"
 )
 

@@ -1,29 +1,43 @@
-"""The installed package layout matches DESIGN.md (attacks/, defenses/ as fedbench.*)."""
+"""The installed package layout matches DESIGN.md: attacks/ and defenses/ are fedbench.attacks
+and fedbench.defenses, on disk (symlinks) as well as installed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import tomllib
+from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPPED = {"fedbench": "fedbench", "fedbench.attacks": "attacks", "fedbench.defenses": "defenses"}
+PLUGIN_TREES = ("attacks", "defenses")
 
 
-def test_every_package_folder_is_listed_in_pyproject() -> None:
+def test_the_plugin_trees_are_seen_at_their_import_names() -> None:
+    for tree in PLUGIN_TREES:
+        link = ROOT / "fedbench" / tree
+        assert link.is_symlink() and os.readlink(link) == f"../{tree}"
+        assert link.resolve() == (ROOT / tree).resolve()
+
+
+def test_every_package_folder_is_packaged() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert config["package-dir"] == MAPPED
-    on_disk = set()
-    for package, folder in MAPPED.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(ROOT / folder).parts
-            on_disk.add(".".join((package, *relative)))
-    assert on_disk == set(config["packages"])
+    include = config["packages"]["find"]["include"]
+    found = set(find_packages(str(ROOT), include=include))
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for tree in ("fedbench", *PLUGIN_TREES)
+        for init in (ROOT / tree).rglob("__init__.py")
+    }
+    on_disk = {name if name.startswith("fedbench") else f"fedbench.{name}" for name in on_disk}
+    assert on_disk <= found
+    assert (ROOT / "fedbench" / "py.typed").exists()
+    assert "py.typed" in config["package-data"]["fedbench"]
 
 
 def test_installed_names_import() -> None:
-    import fedbench.attacks.base
-    import fedbench.defenses.base
+    import fedbench.attacks.gradient_inversion.dlg
+    import fedbench.defenses.secagg.channel
 
-    assert fedbench.attacks.base.__file__.endswith("attacks/base.py")
-    assert fedbench.defenses.base.__file__.endswith("defenses/base.py")
+    assert fedbench.attacks.gradient_inversion.dlg.__file__.endswith("gradient_inversion/dlg.py")
+    assert fedbench.defenses.secagg.channel.__file__.endswith("secagg/channel.py")

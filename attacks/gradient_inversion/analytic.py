@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.gradient_inversion.base import InversionAttack, pixel_box
 from fedbench.attacks.gradient_inversion.idlg import recover_labels
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel

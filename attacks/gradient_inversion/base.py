@@ -24,12 +24,12 @@ from typing import ClassVar, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from fedbench.attacks.base import Attack, AttackerKnowledge, AttackResult, GroundTruth
+from fedbench.attack import Attack, AttackerKnowledge, AttackResult, AttackTarget, GroundTruth
 from fedbench.attacks.gradient_inversion.figures import reconstruction_grid
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel
 from fedbench.attacks.gradient_inversion.scoring import per_image_psnr, score_reconstruction
 from fedbench.attacks.gradient_inversion.views import InversionTarget, inversion_target
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
 from fedbench.metrics.base import Metric
 
 T = TypeVar("T")
@@ -101,12 +101,11 @@ class InversionAttack(Attack):
             contributor).
     """
 
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.CLIENT_UPDATE, ViewKind.AGGREGATE)
+    views = (ViewKind.CLIENT_UPDATE, ViewKind.AGGREGATE)
     name: ClassVar[str] = "gradient_inversion"
 
     def __init__(self, *, target_round: int = 0, target_client: int | None = None) -> None:
-        self.target_round = target_round
-        self.target_client = target_client
+        self.target = AttackTarget(round=target_round, client=target_client)
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
         target = inversion_target(view, knowledge.recipe)

@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 import torch
 from torch.nn import functional as F
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.gradient_inversion.base import (
     InversionAttack,
     check_positive,
@@ -39,6 +39,7 @@ from fedbench.attacks.gradient_inversion.base import (
 )
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel, MatchingObjective
 from fedbench.attacks.gradient_inversion.views import InversionTarget
+from fedbench.params import PositiveFloat, PositiveInt
 from fedbench.registry import register_attack
 
 
@@ -147,11 +148,11 @@ class DLG(InversionAttack):
     def __init__(
         self,
         *,
-        iterations: int = 300,
-        lr: float = 1.0,
-        inner_iterations: int = 20,
+        iterations: PositiveInt = 300,
+        lr: PositiveFloat = 1.0,
+        inner_iterations: PositiveInt = 20,
         line_search: Literal["strong_wolfe", "none"] = "strong_wolfe",
-        restarts: int = 1,
+        restarts: PositiveInt = 1,
         target_round: int = 0,
         target_client: int | None = None,
     ) -> None:

@@ -28,7 +28,8 @@ MAX_COLUMNS = 16  # larger batches show their first 16 examples
 def _as_picture(image: torch.Tensor) -> np.ndarray:
     array = image.detach().cpu().float().clamp(0, 1).numpy()
     array = np.nan_to_num(array, nan=0.0)
-    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    picture: np.ndarray = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    return picture
 
 
 def _psnr_label(value: float) -> str:

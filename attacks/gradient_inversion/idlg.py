@@ -26,7 +26,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from fedbench.attacks.base import AttackerKnowledge
+from fedbench.attack import AttackerKnowledge
 from fedbench.attacks.gradient_inversion.dlg import DLG
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel, Params
 from fedbench.attacks.gradient_inversion.views import InversionTarget

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import torch
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.gradient_inversion.base import (
     InversionAttack,
     check_positive,
@@ -33,6 +33,7 @@ from fedbench.attacks.gradient_inversion.base import (
 from fedbench.attacks.gradient_inversion.idlg import recover_labels
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel, MatchingObjective
 from fedbench.attacks.gradient_inversion.views import InversionTarget
+from fedbench.params import NonNegativeFloat, PositiveFloat, PositiveInt
 from fedbench.registry import register_attack
 
 
@@ -127,10 +128,10 @@ class InvertingGradients(InversionAttack):
     def __init__(
         self,
         *,
-        iterations: int = 4000,
-        lr: float = 0.1,
-        tv_weight: float = 1e-4,
-        restarts: int = 4,
+        iterations: PositiveInt = 4000,
+        lr: PositiveFloat = 0.1,
+        tv_weight: NonNegativeFloat = 1e-4,
+        restarts: PositiveInt = 4,
         target_round: int = 0,
         target_client: int | None = None,
     ) -> None:

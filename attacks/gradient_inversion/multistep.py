@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from fedbench.attacks.base import AttackerKnowledge
+from fedbench.attack import AttackerKnowledge
 from fedbench.attacks.gradient_inversion.base import standard_normal
 from fedbench.attacks.gradient_inversion.inverting import InvertingGradients
 from fedbench.attacks.gradient_inversion.objective import (

@@ -14,7 +14,7 @@ such updates. With the public recipe (client lr, batch size, local steps) the at
 Example:
     >>> import torch
     >>> from fedbench.fl.recipe import TrainingRecipe
-    >>> from fedbench.fl.transcript import ClientUpdateView
+    >>> from fedbench.fl.views import ClientUpdateView
     >>> view = ClientUpdateView(round=0, client_id=3, params=torch.zeros(2),
     ...                         update=torch.tensor([0.2, -0.4]), weight=2.0, num_examples=50)
     >>> recipe = TrainingRecipe("fedsgd", batch_size=1, local_epochs=1, local_steps=None, lr=0.1)
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from fedbench.fl.recipe import TrainingRecipe
-from fedbench.fl.transcript import AggregateView, ClientUpdateView, View, ViewKind
+from fedbench.fl.views import AggregateView, ClientUpdateView, View, ViewKind
 
 
 @dataclass(frozen=True)

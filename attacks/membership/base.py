@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from fedbench.attacks.base import Attack, AttackerKnowledge, AttackResult, GroundTruth
+from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
 from fedbench.data.tensors import TensorData
 from fedbench.fl.params import set_flat
-from fedbench.fl.transcript import FinalModelView, View
+from fedbench.fl.views import FinalModelView, View
 from fedbench.metrics.base import Metric
 from fedbench.metrics.mia import membership_metrics, plot_roc, roc
 

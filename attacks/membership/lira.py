@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 from scipy import stats
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.membership.base import MembershipAttack
 from fedbench.attacks.membership.reference import Engine, references_for
 from fedbench.attacks.membership.signals import (
@@ -32,7 +32,8 @@ from fedbench.attacks.membership.signals import (
     queries,
     stacked_logits,
 )
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
+from fedbench.params import PositiveInt
 from fedbench.registry import register_attack
 
 _MIN_STD = 1e-3  # φ is in logits; a spread below this is numerical, not statistical
@@ -82,7 +83,7 @@ def lira_scores(
     if np.isnan(out_mean).any():
         raise ValueError("lira: some candidates have no OUT reference model; train more models")
     if not online:
-        return stats.norm.logcdf(target, out_mean, out_std).sum(-1)
+        return np.asarray(stats.norm.logcdf(target, out_mean, out_std).sum(-1))
     in_mean, in_std = gaussian_fit(reference, in_mask, fixed_variance=fixed_variance)
     missing = np.isnan(in_mean)
     if missing.all():
@@ -94,7 +95,7 @@ def lira_scores(
         in_mean = np.where(missing, out_mean + gap, in_mean)
     log_in = stats.norm.logpdf(target, in_mean, in_std)
     log_out = stats.norm.logpdf(target, out_mean, out_std)
-    return (log_in - log_out).sum(-1)
+    return np.asarray((log_in - log_out).sum(-1))
 
 
 @register_attack("lira")
@@ -119,12 +120,12 @@ class LiRA(MembershipAttack):
     """
 
     name: ClassVar[str] = "lira"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
+    views = (ViewKind.FINAL_MODEL,)
 
     def __init__(
         self,
         *,
-        num_models: int = 16,
+        num_models: PositiveInt = 16,
         online: bool = True,
         fixed_variance: bool = True,
         augment: bool = False,

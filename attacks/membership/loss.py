@@ -12,9 +12,9 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.membership.base import MembershipAttack
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
 from fedbench.registry import register_attack
 
 
@@ -46,7 +46,7 @@ class LossThreshold(MembershipAttack):
     """
 
     name: ClassVar[str] = "loss_threshold"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
+    views = (ViewKind.FINAL_MODEL,)
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
         candidates = self.candidates(knowledge)

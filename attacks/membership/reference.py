@@ -43,16 +43,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from fedbench.attacks.base import AttackerKnowledge
+from fedbench.attack import AttackerKnowledge
 from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
 from fedbench.data.tensors import TensorData
@@ -61,7 +59,8 @@ from fedbench.fl.client import batch_schedule
 from fedbench.fl.params import get_flat
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.sampling import ClientSampler
-from fedbench.fl.simulation import Simulation, recipe_from
+from fedbench.fl.simulation import Simulation
+from fedbench.fl.stacked import local_sgd_stacked, stacked_gradients, vectorizable
 from fedbench.fl.transcript import Transcript
 from fedbench.seeding import Streams
 
@@ -101,15 +100,14 @@ class ModelPlan:
     seed: int  # seed of the model's "sampling" and "local_training" streams
 
 
-def reference_fl(fl: dict[str, Any], train_size: int, client_size: int | None) -> FLConfig:
+def reference_fl(target: FLConfig, train_size: int, client_size: int | None) -> FLConfig:
     """The FL settings a reference model trained on ``train_size`` examples runs with.
 
     Args:
-        fl: The target's public FL settings (``AttackerKnowledge.fl``).
+        target: The target's public FL settings (``AttackerKnowledge.fl``).
         train_size: Examples in one reference model's half.
         client_size: Examples per client to mimic (None: keep the target's number of clients).
     """
-    target = FLConfig.model_validate(fl)
     if client_size is None:
         num_clients = target.num_clients
     else:
@@ -122,7 +120,7 @@ def reference_fl(fl: dict[str, Any], train_size: int, client_size: int | None) -
             "clients; use a larger population split (split.population_fraction)"
         )
     q = target.expected_clients / target.num_clients
-    settings = {**fl, "num_clients": num_clients, "eval_every": target.rounds}
+    settings = {**target.model_dump(), "num_clients": num_clients, "eval_every": target.rounds}
     if target.sampling == "poisson":
         settings.update(client_fraction=q, clients_per_round=None)
     else:
@@ -169,7 +167,7 @@ def plan_models(
 
 def _train_sequential(
     plans: list[ModelPlan], pool: TensorData, factory: Callable[[], nn.Module], fl: FLConfig,
-    device: torch.device, kind: str,
+    device: torch.device, kind: Literal["image", "tabular"],
 ) -> torch.Tensor:
     rows = []
     for plan in tqdm(plans, desc="reference models", disable=None, leave=False):
@@ -186,110 +184,17 @@ def _train_sequential(
         sim = Simulation(
             model_factory=factory, data=data, fl=fl, pipeline=Pipeline([]),
             streams=Streams(plan.seed),
-            transcript=Transcript(rounds=fl.rounds, reveals_client_updates=True), device=device,
+            transcript=Transcript(rounds=fl.rounds), device=device,
         ).run()
         rows.append(get_flat(sim.model).cpu())
     return torch.stack(rows)
-
-
-_ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity)
-StackedForward = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
-
-
-def _grouped_forward(base: nn.Module) -> StackedForward | None:
-    """A forward pass for stacked copies of a fully connected ``nn.Sequential``, or None.
-
-    For ``Flatten`` followed by ``Linear`` layers and elementwise activations (``mlp``,
-    ``logreg``), every layer of all W copies is one batched matrix product (``baddbmm``) on
-    inputs of shape (W, B, features): about twice as fast as ``vmap`` over ``functional_call``,
-    whose per-call set-up dominates on models this small, and the same arithmetic (the tests
-    compare both). Any other architecture gets None and the vmap path.
-    """
-    if not isinstance(base, nn.Sequential) or len(base) == 0:
-        return None
-    first = base[0]
-    if not (isinstance(first, nn.Flatten) and first.start_dim == 1 and first.end_dim == -1):
-        return None
-    trainable = {n for n, p in base.named_parameters() if p.requires_grad}
-    layers: list[tuple[str, nn.Module]] = []
-    for name, module in list(base.named_children())[1:]:
-        if isinstance(module, nn.Linear):
-            own = {f"{name}.{n}" for n, _ in module.named_parameters()}
-            if not own <= trainable:
-                return None  # a frozen layer is not in the stacked parameters
-        elif not isinstance(module, _ELEMENTWISE):
-            return None
-        layers.append((name, module))
-
-    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(2)
-        for name, module in layers:
-            if isinstance(module, nn.Linear):
-                weight = params[f"{name}.weight"].transpose(1, 2)
-                bias = params.get(f"{name}.bias")
-                h = torch.bmm(h, weight) if bias is None else torch.baddbmm(
-                    bias.unsqueeze(1), h, weight
-                )
-            else:
-                h = module(h)
-        return h
-
-    return forward
-
-
-def _vmapped_forward(base: nn.Module) -> StackedForward:
-    """A forward pass for stacked copies of any architecture torch.func can map over."""
-    forward: StackedForward = vmap(lambda p, x: functional_call(base, p, (x,)))
-    return forward
-
-
-def _stacked_gradients(base: nn.Module) -> Callable[..., dict[str, torch.Tensor]]:
-    """Per-copy gradients for W stacked copies of ``base`` (see :func:`_gradients_of`), through
-    batched matrix products for fully connected models and ``vmap`` otherwise."""
-    return _gradients_of(_grouped_forward(base) or _vmapped_forward(base))
-
-
-def _gradients_of(forward: StackedForward) -> Callable[..., dict[str, torch.Tensor]]:
-    """Per-copy gradients of the mean cross-entropy, given a forward pass over stacked copies.
-
-    The forward pass runs over all copies at once; one ordinary backward pass of the summed
-    per-copy losses then gives every copy its own gradient (the copies share nothing). This is
-    about twice as fast on small models as ``vmap(grad(loss))``, which re-enters autograd per
-    call.
-    """
-
-    def gradients(
-        params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-        with torch.enable_grad():
-            logits = forward(leaves, x)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-            grads = torch.autograd.grad(loss / y.shape[1], list(leaves.values()))
-        return dict(zip(leaves, grads, strict=True))
-
-    return gradients
-
-
-def vectorizable(model: nn.Module, example: torch.Tensor, label: torch.Tensor) -> bool:
-    """Whether torch.func can train stacked copies of ``model`` (no buffers, a trial step runs)."""
-    if any(True for _ in model.buffers()):
-        return False  # running statistics are updated in place, which vmap cannot batch
-    params = {n: p.detach().unsqueeze(0).repeat(2, *[1] * p.dim())
-              for n, p in model.named_parameters() if p.requires_grad}
-    try:
-        _stacked_gradients(model)(params, example.expand(2, 1, *example.shape),
-                                  label.reshape(1).expand(2, 1))
-    except Exception:  # any torch.func limitation of this architecture: use the loop instead
-        return False
-    return True
 
 
 def _train_vectorized(
     plans: list[ModelPlan], pool: TensorData, factory: Callable[[], nn.Module], fl: FLConfig,
     device: torch.device,
 ) -> torch.Tensor:
-    recipe = recipe_from(fl)
+    recipe = fl.recipe
     base = factory().to(device)
     base.train()
     names = [n for n, p in base.named_parameters() if p.requires_grad]
@@ -302,7 +207,7 @@ def _train_vectorized(
                       sampling=fl.sampling, streams=Streams(p.seed))
         for p in plans
     ]
-    step_grads = _stacked_gradients(base)
+    step_grads = stacked_gradients(base)
     client_size = plans[0].clients.shape[1]
     for t in tqdm(range(fl.rounds), desc="reference rounds", disable=None, leave=False):
         workers = [(k, c) for k in range(k_models) for c in samplers[k].sample(t)]
@@ -319,19 +224,10 @@ def _train_vectorized(
             )
             for k, c in workers
         ]
-        local = {n: weights[n][owner] for n in names}
-        momentum: dict[str, torch.Tensor] | None = None
-        for step in range(len(schedules[0])):
-            batch = torch.stack([s[step] for s in schedules]).to(device)
-            positions = torch.gather(rows, 1, batch)
-            grads = step_grads(local, x_pool[positions], y_pool[positions])
-            if recipe.momentum:
-                # torch.optim.SGD without dampening: buf = g, then buf = μ·buf + g.
-                momentum = grads if momentum is None else {
-                    n: recipe.momentum * momentum[n] + grads[n] for n in names
-                }
-                grads = momentum
-            local = {n: local[n] - recipe.lr * grads[n] for n in names}
+        local = local_sgd_stacked(
+            step_grads, {n: weights[n][owner] for n in names}, schedules, rows, x_pool, y_pool,
+            recipe,
+        )
         counts = torch.bincount(owner, minlength=k_models).to(start[names[0]].dtype)
         for n in names:
             total = torch.zeros_like(weights[n]).index_add_(0, owner, local[n] - weights[n][owner])
@@ -375,8 +271,8 @@ def train_reference_models(
     *,
     pool: TensorData,
     factory: Callable[[], nn.Module],
-    fl: dict[str, Any],
-    kind: str,
+    fl: FLConfig,
+    kind: Literal["image", "tabular"],
     num_models: int,
     seed: int,
     paired: bool,

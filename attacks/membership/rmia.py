@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.membership.base import MembershipAttack
 from fedbench.attacks.membership.reference import Engine, references_for
 from fedbench.attacks.membership.signals import (
@@ -35,7 +35,8 @@ from fedbench.attacks.membership.signals import (
     stacked_logits,
     true_class_probability,
 )
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
+from fedbench.params import PositiveFloat, PositiveInt, UnitInterval
 from fedbench.registry import register_attack
 from fedbench.seeding import Streams
 
@@ -51,13 +52,13 @@ def marginal_probability(
     ½((1 + a)·p_OUT + (1 − a)).
     """
     if online:
-        return reference.mean(0)
+        return np.asarray(reference.mean(0))
     out = (~in_mask)[:, :, None].astype(np.float64)
     count = out.sum(0)
     if (count == 0).any():
         raise ValueError("rmia offline: an example has no OUT reference model")
     p_out = (reference * out).sum(0) / count
-    return 0.5 * ((1.0 + a) * p_out + (1.0 - a))
+    return np.asarray(0.5 * ((1.0 + a) * p_out + (1.0 - a)))
 
 
 def rmia_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.ndarray:
@@ -73,7 +74,7 @@ def rmia_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.nd
         ordered = np.sort(ratio_z[:, q])
         # ratio_x/ratio_z ≥ γ  ⇔  ratio_z ≤ ratio_x/γ
         scores += np.searchsorted(ordered, ratio_x[:, q] / gamma, side="right") / len(ordered)
-    return scores / ratio_x.shape[1]
+    return np.asarray(scores / ratio_x.shape[1])
 
 
 @register_attack("rmia")
@@ -100,28 +101,22 @@ class RMIA(MembershipAttack):
     """
 
     name: ClassVar[str] = "rmia"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
+    views = (ViewKind.FINAL_MODEL,)
 
     def __init__(
         self,
         *,
-        num_models: int = 2,
+        num_models: PositiveInt = 2,
         online: bool = False,
-        a: float = 0.3,
-        gamma: float = 1.0,
-        num_population: int = 1000,
+        a: UnitInterval = 0.3,
+        gamma: PositiveFloat = 1.0,
+        num_population: PositiveInt = 1000,
         augment: bool = False,
         engine: Engine = "auto",
         cache_dir: str | None = None,
     ) -> None:
-        if num_models < 1 or (online and num_models % 2):
-            raise ValueError(f"rmia: num_models must be >= 1 (even when online), got {num_models}")
-        if not 0.0 <= a <= 1.0:
-            raise ValueError(f"rmia: a must be in [0, 1], got {a}")
-        if gamma <= 0:
-            raise ValueError(f"rmia: gamma must be positive, got {gamma}")
-        if num_population < 1:
-            raise ValueError(f"rmia: num_population must be positive, got {num_population}")
+        if online and num_models % 2:
+            raise ValueError(f"rmia: num_models must be even when online, got {num_models}")
         self.num_models = num_models
         self.online = online
         self.a = a

@@ -24,11 +24,12 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.membership.base import MembershipAttack
 from fedbench.attacks.membership.reference import Engine, references_for
 from fedbench.attacks.membership.signals import logit_confidence, model_logits, stacked_logits
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
+from fedbench.params import PositiveInt
 from fedbench.registry import register_attack
 from fedbench.seeding import Streams
 
@@ -61,13 +62,13 @@ class ShadowModels(MembershipAttack):
     """
 
     name: ClassVar[str] = "shadow"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
+    views = (ViewKind.FINAL_MODEL,)
 
     def __init__(
         self,
         *,
-        num_models: int = 4,
-        hidden: int = 64,
+        num_models: PositiveInt = 4,
+        hidden: PositiveInt = 64,
         engine: Engine = "auto",
         cache_dir: str | None = None,
     ) -> None:

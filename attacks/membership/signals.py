@@ -68,7 +68,8 @@ def stacked_logits(
         stacked = unflatten(base, params.to(device))
 
         def forward(p: dict[str, torch.Tensor], xs: torch.Tensor) -> torch.Tensor:
-            return functional_call(base, p, (xs,))
+            logits: torch.Tensor = functional_call(base, p, (xs,))
+            return logits
 
         batched = vmap(forward, in_dims=(0, None))
         parts = [batched(stacked, x[i : i + _CHUNK].to(device)).float().cpu()

@@ -16,10 +16,10 @@ from typing import ClassVar
 
 import torch
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult
 from fedbench.attacks.membership.base import MembershipAttack
 from fedbench.attacks.membership.signals import model_logits
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
 from fedbench.registry import register_attack
 
 _TINY = 1e-30  # keeps log(0) finite for saturated probabilities
@@ -45,7 +45,7 @@ class ConfidenceThreshold(MembershipAttack):
     """Score = the largest softmax probability of the candidate (Salem et al. 2019)."""
 
     name: ClassVar[str] = "confidence"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
+    views = (ViewKind.FINAL_MODEL,)
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:
         candidates = self.candidates(knowledge)
@@ -69,7 +69,7 @@ class EntropyThreshold(MembershipAttack):
     """
 
     name: ClassVar[str] = "entropy"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.FINAL_MODEL,)
+    views = (ViewKind.FINAL_MODEL,)
 
     def __init__(self, *, modified: bool = True) -> None:
         self.modified = modified

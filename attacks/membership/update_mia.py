@@ -24,11 +24,12 @@ import torch
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from fedbench.attacks.base import AttackerKnowledge, AttackResult
+from fedbench.attack import AttackerKnowledge, AttackResult, AttackTarget
 from fedbench.attacks.membership.base import MembershipAttack
 from fedbench.attacks.membership.signals import trainable_names, unflatten
 from fedbench.data.tensors import TensorData
-from fedbench.fl.transcript import ClientUpdateView, ModelSequenceView, View, ViewKind
+from fedbench.fl.views import ClientUpdateView, ModelSequenceView, View, ViewKind
+from fedbench.params import PositiveInt
 from fedbench.registry import register_attack
 
 _FLOATS_PER_CHUNK = 2**25  # per-example gradients held at once (128 MiB of float32)
@@ -80,12 +81,12 @@ class UpdateMIA(MembershipAttack):
     """
 
     name: ClassVar[str] = "update_mia"
-    views: ClassVar[tuple[ViewKind, ...]] = (ViewKind.CLIENT_UPDATE, ViewKind.MODEL_SEQUENCE)
+    views = (ViewKind.CLIENT_UPDATE, ViewKind.MODEL_SEQUENCE)
 
-    def __init__(self, *, target_round: int = -1, last_rounds: int = 10) -> None:
+    def __init__(self, *, target_round: int = -1, last_rounds: PositiveInt = 10) -> None:
         if last_rounds < 1:
             raise ValueError(f"update_mia: last_rounds must be positive, got {last_rounds}")
-        self.target_round = target_round
+        self.target = AttackTarget(round=target_round)
         self.last_rounds = last_rounds
 
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:

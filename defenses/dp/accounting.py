@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Literal
@@ -28,8 +29,10 @@ from typing import Literal
 import numpy as np
 from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
+from pydantic import model_validator
 
 from fedbench.errors import ConfigError
+from fedbench.params import NonNegativeFloat, OpenUnitInterval, ParamBlock, PositiveFloat
 
 AccountantName = Literal["rdp", "prv"]
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
@@ -150,6 +153,7 @@ def epsilon(
     return acc.epsilon(delta)
 
 
+@functools.lru_cache(maxsize=256)  # a pure search, asked again by set-up after the checks
 def noise_multiplier_for(
     *,
     target_epsilon: float,
@@ -195,41 +199,73 @@ def noise_multiplier_for(
         )
 
 
-def noise_choice(
-    name: str,
-    *,
-    noise_multiplier: float | None,
-    target_epsilon: float | None,
-    target_delta: float,
-    zero_noise: bool = False,
-) -> float | None:
-    """Check the choice every DP defense offers: a noise multiplier, or a target ε to reach.
+# Before the shared block, every DP defense took these flat (records of schema 1 have them so).
+NOISE_MOVED = {
+    "noise_multiplier": "noise.multiplier",
+    "target_epsilon": "noise.target_epsilon",
+    "target_delta": "noise.target_delta",
+    "accountant": "noise.accountant",
+    "secure_mode": "noise.secure_mode",
+}
 
-    Args:
-        name: The defense, for error messages.
-        noise_multiplier: z, or None.
-        target_epsilon: ε to reach after the run (at ``target_delta``), or None.
+
+class GaussianNoise(ParamBlock):
+    """The accounted Gaussian noise every DP defense takes, as its ``noise:`` group.
+
+    Either ``multiplier`` fixes z, or ``target_epsilon`` asks for the smallest z whose ε after
+    the run (at ``target_delta``) is at most the target, once the run's sampling rate and length
+    are known; with neither, z = 1.
+
+    Attributes:
+        multiplier: z, the noise standard deviation over the sensitivity (0: no noise, ε = ∞,
+            where the defense allows it).
+        target_epsilon: ε to reach after all rounds.
         target_delta: δ of the target.
-        zero_noise: Whether z = 0 is allowed (clipping only, ε = ∞).
+        accountant: "rdp" or "prv" (Opacus).
+        secure_mode: Draw the noise from the OS CSPRNG instead of the seeded stream.
 
-    Returns:
-        The noise multiplier to start from: the one given, 1.0 when neither is set, None when
-        ``target_epsilon`` will choose it once the run is known.
-
-    Raises:
-        ConfigError: Both set, or a value out of range.
+    Example:
+        >>> GaussianNoise(target_epsilon=8.0).start("dp_fedavg") is None  # chosen at set-up
+        True
+        >>> GaussianNoise().start("dp_fedavg")
+        1.0
     """
-    if noise_multiplier is not None and target_epsilon is not None:
-        raise ConfigError(f"{name}: set noise_multiplier or target_epsilon, not both")
-    if noise_multiplier is not None and not (
-        noise_multiplier >= 0 if zero_noise else noise_multiplier > 0
-    ):
-        bound = ">= 0" if zero_noise else "positive"
-        raise ConfigError(f"{name}: noise_multiplier must be {bound}, got {noise_multiplier}")
-    if target_epsilon is not None and not target_epsilon > 0:
-        raise ConfigError(f"{name}: target_epsilon must be positive, got {target_epsilon}")
-    if not 0 < target_delta < 1:
-        raise ConfigError(f"{name}: target_delta must be in (0, 1), got {target_delta}")
-    if noise_multiplier is None and target_epsilon is None:
-        return 1.0
-    return noise_multiplier
+
+    multiplier: NonNegativeFloat | None = None
+    target_epsilon: PositiveFloat | None = None
+    target_delta: OpenUnitInterval = 1e-5
+    accountant: AccountantName = "rdp"
+    secure_mode: bool = False
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> GaussianNoise:
+        if self.multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("set multiplier or target_epsilon, not both")
+        return self
+
+    def start(self, name: str, *, zero_noise: bool = False) -> float | None:
+        """The noise multiplier to start from: the one given, 1.0 when neither is set, None
+        when ``target_epsilon`` will choose it once the run is known.
+
+        Raises:
+            ConfigError: z = 0 for a defense that needs noise (``zero_noise`` False).
+        """
+        if self.multiplier == 0 and not zero_noise:
+            raise ConfigError(f"{name}: noise.multiplier must be positive, got 0")
+        if self.multiplier is None and self.target_epsilon is None:
+            return 1.0
+        return self.multiplier
+
+    def for_run(self, *, sample_rate: float, steps: int, given: float | None) -> float:
+        """z for a run of ``steps`` releases at ``sample_rate``: ``given`` (the start value),
+        or the one that meets ``target_epsilon``."""
+        if self.target_epsilon is None:
+            assert given is not None
+            return given
+        return noise_multiplier_for(
+            target_epsilon=self.target_epsilon,
+            delta=self.target_delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=self.accountant,
+        )

@@ -15,20 +15,20 @@ Example:
     >>> defense.client_update is not None and defense.server_update is not None
     True
 
-    In a config: ``defenses: [{name: dp_fedavg, target_epsilon: 8, clip_norm: 1.0}]`` with
+    In a config: ``defenses: [{name: dp_fedavg, noise: {target_epsilon: 8}, clip_norm: 1.0}]``
+    with
     ``fl: {sampling: poisson, weighting: uniform, client_fraction: 0.1}``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
-from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
+from fedbench.defense import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import noise
-from fedbench.defenses.dp.accounting import Accountant, noise_choice, noise_multiplier_for
+from fedbench.defenses.dp.accounting import NOISE_MOVED, Accountant, GaussianNoise
 from fedbench.defenses.dp.clipping import (
     clip_to_norm,
     next_clip_norm,
@@ -39,6 +39,7 @@ from fedbench.errors import ConfigError
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.stages import ClientUpdateStage, ServerUpdateStage
 from fedbench.metrics.base import Metric
+from fedbench.params import OpenUnitInterval, PositiveFloat
 from fedbench.registry import register_defense
 
 NOTES_KEY = "dp_fedavg.unclipped"
@@ -60,39 +61,24 @@ def sampling_mismatch(run: RunInfo) -> list[str]:
     return problems
 
 
-def user_level_calibration(
-    name: str,
-    run: RunInfo,
-    *,
-    allow_insecure: bool,
-    noise_multiplier: float | None,
-    target_epsilon: float | None,
-    target_delta: float,
-    accountant: str,
-) -> tuple[str | None, float]:
-    """Check a user-level DP run against the accountant's assumptions and fix z.
+def user_level_check(
+    name: str, run: RunInfo, *, allow_insecure: bool
+) -> tuple[list[str], str | None]:
+    """Check a user-level DP run against the accountant's assumptions.
 
-    Returns the reason the run is insecure (None when it is not) and the noise multiplier:
-    the one given, or the smallest that keeps ε ≤ ``target_epsilon`` after all rounds.
-    Raises ConfigError for a mismatched run unless ``allow_insecure``.
+    Returns the problems that refuse the run (empty when it may run) and the reason the run is
+    insecure (when a mismatch was explicitly allowed), so that ``check`` can mark it before any
+    table is written.
     """
     problems = sampling_mismatch(run)
-    if problems and not allow_insecure:
-        raise ConfigError(
-            f"{name}: " + "; ".join(problems)
-            + ". Set allow_insecure: true to run anyway with ε marked insecure."
-        )
-    if target_epsilon is not None:
-        noise_multiplier = noise_multiplier_for(
-            target_epsilon=target_epsilon,
-            delta=target_delta,
-            sample_rate=run.sampling_rate,
-            steps=run.rounds,
-            accountant=accountant,
-        )
-    if noise_multiplier is None:
-        raise ConfigError(f"{name}: set noise_multiplier or target_epsilon")
-    return "; ".join(problems) or None, noise_multiplier
+    if not problems:
+        return [], None
+    if allow_insecure:
+        return [], "; ".join(problems)
+    return [
+        f"{name}: " + "; ".join(problems)
+        + ". Set allow_insecure: true to run anyway with ε marked insecure."
+    ], None
 
 
 class ClipUpdate(ClientUpdateStage):
@@ -119,81 +105,53 @@ class GaussianSumNoise(ServerUpdateStage):
         return self.owner.release(total, ctx), ctx.expected_clients
 
 
-@register_defense("dp_fedavg")
+@register_defense("dp_fedavg", moved=NOISE_MOVED)
 class DPFedAvg(Defense):
     """User-level DP-FedAvg: clip each client update, Gaussian noise on the sum, RDP/PRV ε.
 
     Args:
-        noise_multiplier: z, the noise std on the sum over the clip norm (accounted value).
-            Defaults to 1.0 when ``target_epsilon`` is not set either.
-        target_epsilon: Choose z so that ε after all rounds is at most this (at
-            ``target_delta``), for the run's q and T.
-        target_delta: δ for the ``target_epsilon`` search.
+        noise: The accounted Gaussian noise on the sum (z over the clip norm, or a target ε
+            for the run's q and T; see :class:`~.accounting.GaussianNoise`). z = 0 clips only.
         clip_norm: C, the L2 clip norm (the initial one with adaptive clipping).
         adaptive: Track C towards ``target_quantile`` of the update norms.
         target_quantile: γ, the quantile of update norms C is moved towards.
         clip_learning_rate: η of the geometric clip update.
         clipped_count_stddev: σ_b of the noise on the clipped count; default m/20 for m
             expected clients per round (Andrew et al.).
-        accountant: "rdp" or "prv" (Opacus).
-        secure_mode: Draw noise from the OS CSPRNG instead of the seeded stream.
         allow_insecure: Run even when the sampling is not Poisson or the sum is weighted; the
             reported ε then assumes Poisson sampling and is marked insecure.
 
     Example:
-        >>> DPFedAvg(target_epsilon=8.0).noise_multiplier is None  # chosen in setup
+        >>> DPFedAvg(noise=GaussianNoise(target_epsilon=8.0)).noise_multiplier is None
         True
     """
 
     def __init__(
         self,
         *,
-        noise_multiplier: float | None = None,
-        target_epsilon: float | None = None,
-        target_delta: float = 1e-5,
-        clip_norm: float = 1.0,
+        noise: GaussianNoise = GaussianNoise(),
+        clip_norm: PositiveFloat = 1.0,
         adaptive: bool = False,
-        target_quantile: float = 0.5,
-        clip_learning_rate: float = 0.2,
-        clipped_count_stddev: float | None = None,
-        accountant: Literal["rdp", "prv"] = "rdp",
-        secure_mode: bool = False,
+        target_quantile: OpenUnitInterval = 0.5,
+        clip_learning_rate: PositiveFloat = 0.2,
+        clipped_count_stddev: PositiveFloat | None = None,
         allow_insecure: bool = False,
     ) -> None:
-        noise_multiplier = noise_choice(
-            "dp_fedavg", noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
-            target_delta=target_delta, zero_noise=True,
-        )
-        if not clip_norm > 0:
-            raise ConfigError(f"dp_fedavg: clip_norm must be positive, got {clip_norm}")
-        if not 0 < target_quantile < 1:
-            raise ConfigError(
-                f"dp_fedavg: target_quantile must be in (0, 1), got {target_quantile}"
-            )
-        if not clip_learning_rate > 0:
-            raise ConfigError(
-                f"dp_fedavg: clip_learning_rate must be positive, got {clip_learning_rate}"
-            )
-        if clipped_count_stddev is not None and not clipped_count_stddev > 0:
-            raise ConfigError(
-                f"dp_fedavg: clipped_count_stddev must be positive, got {clipped_count_stddev}"
-            )
+        noise_multiplier = noise.start("dp_fedavg", zero_noise=True)
         if adaptive and noise_multiplier == 0:
-            raise ConfigError("dp_fedavg: adaptive clipping needs noise_multiplier > 0")
+            raise ConfigError("dp_fedavg: adaptive clipping needs noise.multiplier > 0")
+        self.noise = noise
         self.noise_multiplier = noise_multiplier
-        self.target_epsilon = target_epsilon
-        self.target_delta = target_delta
         self.initial_clip_norm = clip_norm
         self.clip_norm = clip_norm
         self.adaptive = adaptive
         self.target_quantile = target_quantile
         self.clip_learning_rate = clip_learning_rate
         self.clipped_count_stddev = clipped_count_stddev
-        self.accountant_name = accountant
-        self.secure_mode = secure_mode
-        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
+        self.secure_mode = noise.secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if noise.secure_mode else None
         self.allow_insecure = allow_insecure
-        self.accountant = Accountant(accountant)
+        self.accountant = Accountant(noise.accountant)
         self.client_update = ClipUpdate(self)
         self.server_update = GaussianSumNoise(self)
         self.sampling_rate = math.nan
@@ -202,11 +160,15 @@ class DPFedAvg(Defense):
         self.clip_history: list[float] = []
         self.unclipped_history: list[float] = []
 
-    def setup(self, run: RunInfo) -> None:
-        self.insecure, self.noise_multiplier = user_level_calibration(
-            "dp_fedavg", run, allow_insecure=self.allow_insecure,
-            noise_multiplier=self.noise_multiplier, target_epsilon=self.target_epsilon,
-            target_delta=self.target_delta, accountant=self.accountant_name,
+    def check(self, run: RunInfo) -> list[str]:
+        problems, self.insecure = user_level_check(
+            "dp_fedavg", run, allow_insecure=self.allow_insecure
+        )
+        return problems + super().check(run)
+
+    def prepare(self, run: RunInfo) -> None:
+        self.noise_multiplier = self.noise.for_run(
+            sample_rate=run.sampling_rate, steps=run.rounds, given=self.noise_multiplier
         )
         self.sampling_rate = run.sampling_rate
         self.count_stddev = self.clipped_count_stddev or run.expected_clients / 20
@@ -219,11 +181,10 @@ class DPFedAvg(Defense):
                 raise ConfigError(f"dp_fedavg: {err}") from None
         else:
             self.update_noise_multiplier = self.noise_multiplier
-        self.accountant = Accountant(self.accountant_name)
+        self.accountant = Accountant(self.noise.accountant)
         self.clip_norm = self.initial_clip_norm
         self.clip_history = []
         self.unclipped_history = []
-        super().setup(run)
 
     def _noise(self, count: int, std: float, ctx: RoundContext, key: int) -> torch.Tensor:
         generator = None if self.secure_mode else ctx.generator("dp_fedavg.noise", key)
@@ -261,7 +222,7 @@ class DPFedAvg(Defense):
         return PrivacyReport(
             epsilon=self.accountant.epsilon(delta),
             delta=delta,
-            accountant=self.accountant_name,
+            accountant=self.noise.accountant,
             secure_mode=self.secure_mode,
             level="user",
             note=note,

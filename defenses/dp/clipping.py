@@ -49,7 +49,7 @@ def update_noise_multiplier(noise_multiplier: float, *, clipped_count_stddev: fl
             "noise_multiplier (raise clipped_count_stddev or clients per round)"
         )
     inverse_square = noise_multiplier**-2 - (2 * clipped_count_stddev) ** -2
-    return inverse_square**-0.5
+    return float(inverse_square**-0.5)
 
 
 def unclipped_fraction(noisy_centred_count: float, expected_clients: float) -> float:

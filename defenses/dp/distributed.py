@@ -92,7 +92,7 @@ def rotate(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
 
 def unrotate(y: np.ndarray, signs: np.ndarray, dim: int) -> np.ndarray:
     """The inverse of :func:`rotate`, truncated to the first ``dim`` coordinates."""
-    return (signs * hadamard(y))[:dim]
+    return np.asarray(signs * hadamard(y))[:dim]
 
 
 # -- clipping and rounding --------------------------------------------------------------------
@@ -119,7 +119,7 @@ def rounded_norm_bound(norm: float, dim: int, beta: float = ROUNDING_BETA) -> fl
 def stochastic_round(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Round each entry up with probability equal to its fractional part (unbiased), as int64."""
     floor = np.floor(x)
-    return (floor + (rng.random(x.shape) < x - floor)).astype(np.int64)
+    return np.asarray(floor + (rng.random(x.shape) < x - floor), dtype=np.int64)
 
 
 def conditional_round(
@@ -410,7 +410,9 @@ class DistributedEncoder:
             secrets.SystemRandom() if self.secure
             else random.Random(int(rng.integers(0, 2**63)))
         )
-        return rounded + discrete_gaussian_vector(plan.padded, plan.local_variance, source)
+        return np.asarray(
+            rounded + discrete_gaussian_vector(plan.padded, plan.local_variance, source)
+        )
 
     def encode(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The client's vector in Z/2^b (two's complement of the signed integers)."""

@@ -9,11 +9,12 @@ multiplier is that of the shares the sum actually held (√k·σ_loc/Δ̃): clie
 sending their masked input take their share with them, and ε grows accordingly.
 
 Example:
-    >>> defense = DistributedDP(noise_multiplier=1.0, clip_norm=0.5, bits=32)
+    >>> defense = DistributedDP(noise=GaussianNoise(multiplier=1.0), clip_norm=0.5, bits=32)
     >>> defense.channel.reveals_client_updates
     False
 
-    In a config: ``defenses: [{name: distributed_dp, target_epsilon: 8, clip_norm: 1.0}]`` with
+    In a config: ``defenses: [{name: distributed_dp, noise: {target_epsilon: 8}, clip_norm: 1.0,
+    secagg: {neighbours: auto}}]`` with
     ``fl: {sampling: poisson, weighting: uniform, client_fraction: 0.3}``.
 """
 
@@ -21,21 +22,23 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Literal
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
+from fedbench.defense import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import distributed as dd
-from fedbench.defenses.dp.accounting import Accountant, noise_choice
-from fedbench.defenses.dp.central import user_level_calibration
-from fedbench.defenses.secagg.channel import DropoutStage, Neighbours, SecAggChannel
+from fedbench.defenses.dp.accounting import NOISE_MOVED, Accountant, GaussianNoise
+from fedbench.defenses.dp.central import user_level_check
+from fedbench.defenses.secagg.channel import SecAggChannel, SecAggProtocol
 from fedbench.defenses.secagg.ring import Ring
 from fedbench.errors import ConfigError
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.stages import ServerUpdateStage
 from fedbench.metrics.base import Metric
+from fedbench.params import PositiveFloat
 from fedbench.registry import register_defense
 
 
@@ -43,6 +46,10 @@ class DistributedDPChannel(SecAggChannel):
     """Secure aggregation whose encoder needs the round's public rotation before encoding."""
 
     encoder: dd.DistributedEncoder
+
+    def check(self, run: RunInfo) -> list[str]:
+        # The headroom is the encoding plan's (checked by the defense); the protocol's here.
+        return self.protocol_problems(run)
 
     def begin_round(self, ctx: RoundContext) -> None:
         rng = ctx.streams.numpy("distributed_dp.rotation", ctx.round)
@@ -59,113 +66,104 @@ class ExpectedClientsMean(ServerUpdateStage):
         return total, ctx.expected_clients
 
 
-@register_defense("distributed_dp")
+# Before the nested groups, distributed_dp took the noise and protocol settings flat.
+MOVED = {
+    **NOISE_MOVED,
+    **{name: f"secagg.{name}" for name in (
+        "neighbours", "threshold", "dropout", "dropout_stage", "tolerated_dropout",
+        "tolerated_corruption",
+    )},
+}
+
+
+@register_defense("distributed_dp", moved=MOVED)
 class DistributedDP(Defense):
     """Distributed DP: each client adds a discrete Gaussian share, summed under SecAgg.
 
     Args:
-        noise_multiplier: z of the summed noise (with the expected number of shares) over the
-            integer sensitivity; defaults to 1.0 when ``target_epsilon`` is not set either.
-        target_epsilon: Choose z so that ε after all rounds, with every share present, is at
-            most this (at ``target_delta``).
-        target_delta: δ for the ``target_epsilon`` search.
+        noise: z of the summed noise (with the expected number of shares) over the integer
+            sensitivity, or a target ε after all rounds with every share present; the
+            accountant and secure mode (CSPRNG discrete Gaussian noise). See
+            :class:`~.accounting.GaussianNoise`.
         clip_norm: C, the L2 clip norm of each client update.
         bits: b: the sum lives in Z/2^b (the secure-aggregation ring).
         scale: s, integers per unit; None chooses the largest whose sum cannot wrap. A scale
             whose sum could wrap is refused.
-        accountant: "rdp" or "prv" (Opacus).
-        secure_mode: Draw the discrete Gaussian noise from the OS CSPRNG.
-        neighbours: Secure aggregation graph: "full" (SecAgg), "auto" (SecAgg+) or an even k.
-        threshold: Shamir threshold as a fraction of a client's share holders (None derives it).
-        dropout: Fraction of sampled clients that drop out each round (simulated).
-        dropout_stage: Protocol stage at which they drop ("masked_input": their noise share is
-            lost; "unmasking": their input, with its share, is still in the sum).
-        tolerated_dropout: Dropout fraction the protocol is sized for.
-        tolerated_corruption: Fraction of colluding clients the protocol is sized for.
+        secagg: The secure-aggregation protocol the shares are summed under (graph, threshold,
+            simulated dropouts: "masked_input" loses the client's noise share, "unmasking"
+            keeps its input and share in the sum); see :class:`~fedbench.defenses.secagg.
+            channel.SecAggProtocol`.
         allow_insecure: Run even when the sampling is not Poisson or the sum is weighted; ε is
             then marked insecure.
 
     Example:
-        >>> DistributedDP(target_epsilon=4.0).target_epsilon
+        >>> DistributedDP(noise=GaussianNoise(target_epsilon=4.0)).noise.target_epsilon
         4.0
     """
 
     def __init__(
         self,
         *,
-        noise_multiplier: float | None = None,
-        target_epsilon: float | None = None,
-        target_delta: float = 1e-5,
-        clip_norm: float = 1.0,
-        bits: int = 32,
-        scale: float | None = None,
-        accountant: Literal["rdp", "prv"] = "rdp",
-        secure_mode: bool = False,
-        neighbours: Neighbours = "full",
-        threshold: float | None = None,
-        dropout: float = 0.0,
-        dropout_stage: DropoutStage = "masked_input",
-        tolerated_dropout: float = 0.1,
-        tolerated_corruption: float = 0.1,
+        noise: GaussianNoise = GaussianNoise(),
+        clip_norm: PositiveFloat = 1.0,
+        bits: Annotated[int, Field(ge=8, le=62)] = 32,  # 62: int64 sums of shares stay exact
+        scale: PositiveFloat | None = None,
+        secagg: SecAggProtocol = SecAggProtocol(),
         allow_insecure: bool = False,
     ) -> None:
-        noise_multiplier = noise_choice(
-            "distributed_dp", noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
-            target_delta=target_delta,
-        )
-        if not clip_norm > 0:
-            raise ConfigError(f"distributed_dp: clip_norm must be positive, got {clip_norm}")
-        if not 8 <= bits <= 62:
-            # 62: signed int64 sums of the shares must not overflow before reduction.
-            raise ConfigError(f"distributed_dp: bits must be in [8, 62], got {bits}")
-        if scale is not None and not scale > 0:
-            raise ConfigError(f"distributed_dp: scale must be positive, got {scale}")
-        self.noise_multiplier = noise_multiplier
-        self.target_epsilon = target_epsilon
-        self.target_delta = target_delta
+        self.noise = noise
+        self.noise_multiplier = noise.start("distributed_dp")
         self.clip_norm = clip_norm
         self.bits = bits
         self.scale = scale
-        self.accountant_name = accountant
-        self.secure_mode = secure_mode
-        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
+        self.secure_mode = noise.secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if noise.secure_mode else None
         self.allow_insecure = allow_insecure
-        self.encoder = dd.DistributedEncoder(Ring(bits), secure=secure_mode)
+        self.encoder = dd.DistributedEncoder(Ring(bits), secure=noise.secure_mode)
         self.channel: DistributedDPChannel = DistributedDPChannel(
-            encoder=self.encoder,
-            neighbours=neighbours,
-            threshold=threshold,
-            dropout=dropout,
-            dropout_stage=dropout_stage,
-            tolerated_dropout=tolerated_dropout,
-            tolerated_corruption=tolerated_corruption,
+            encoder=self.encoder, protocol=secagg
         )
         self.server_update = ExpectedClientsMean()
         self.sampling_rate = math.nan
 
-    def setup(self, run: RunInfo) -> None:
-        self.insecure, self.noise_multiplier = user_level_calibration(
-            "distributed_dp", run, allow_insecure=self.allow_insecure,
-            noise_multiplier=self.noise_multiplier, target_epsilon=self.target_epsilon,
-            target_delta=self.target_delta, accountant=self.accountant_name,
+    def check(self, run: RunInfo) -> list[str]:
+        problems, self.insecure = user_level_check(
+            "distributed_dp", run, allow_insecure=self.allow_insecure
         )
-        self.sampling_rate = run.sampling_rate
+        try:
+            self._encoding_plan(run, self._calibrated(run))
+        except ConfigError as err:  # e.g. a scale or ring whose sum could wrap
+            problems.append(str(err))
+        return problems + super().check(run)
+
+    def _calibrated(self, run: RunInfo) -> float:
+        """z for ``run``: the one given, or the one that meets the target ε."""
+        return self.noise.for_run(
+            sample_rate=run.sampling_rate, steps=run.rounds, given=self.noise_multiplier
+        )
+
+    def _encoding_plan(self, run: RunInfo, noise_multiplier: float) -> dd.Plan:
+        """The encoding for ``run`` at noise multiplier z (scale, sensitivity, shares)."""
         most = run.num_clients if run.sampling == "poisson" else round(run.expected_clients)
-        self.encoder.configure(dd.plan(
+        return dd.plan(
             dim=run.dim,
             clip_norm=self.clip_norm,
-            noise_multiplier=self.noise_multiplier,
+            noise_multiplier=noise_multiplier,
             expected_clients=run.expected_clients,
             max_clients=most,
             bits=self.bits,
             scale=self.scale,
-        ))
+        )
+
+    def prepare(self, run: RunInfo) -> None:
+        self.noise_multiplier = self._calibrated(run)
+        self.sampling_rate = run.sampling_rate
+        self.encoder.configure(self._encoding_plan(run, self.noise_multiplier))
         self.channel.history = []
-        super().setup(run)
 
     def _accountant(self, shares: list[int] | list[float]) -> Accountant:
         plan = self.encoder.plan
-        accountant = Accountant(self.accountant_name)
+        accountant = Accountant(self.noise.accountant)
         for count in shares:
             accountant.step(noise_multiplier=plan.shares_noise_multiplier(count),
                             sample_rate=self.sampling_rate)
@@ -186,7 +184,7 @@ class DistributedDP(Defense):
         return PrivacyReport(
             epsilon=realised,
             delta=delta,
-            accountant=self.accountant_name,
+            accountant=self.noise.accountant,
             secure_mode=self.secure_mode,
             level="user",
             note=note,

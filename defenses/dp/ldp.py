@@ -13,7 +13,7 @@ clip ball of radius C, so they differ by at most 2C.
 The reported ε is that of the client that took part most often.
 
 Example:
-    >>> defense = LocalDP(mechanism="laplace", noise_multiplier=4.0)
+    >>> defense = LocalDP(mechanism="laplace", noise=GaussianNoise(multiplier=4.0))
     >>> defense.epsilon_per_round(1e-5)
     0.5
 """
@@ -26,14 +26,14 @@ from typing import Literal
 
 import torch
 
-from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
+from fedbench.defense import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp import noise
-from fedbench.defenses.dp.accounting import epsilon
+from fedbench.defenses.dp.accounting import NOISE_MOVED, GaussianNoise, epsilon
 from fedbench.defenses.dp.clipping import clip_to_norm
-from fedbench.errors import ConfigError
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.stages import ClientUpdateStage
 from fedbench.metrics.base import Metric
+from fedbench.params import PositiveFloat
 from fedbench.registry import register_defense
 
 
@@ -65,20 +65,21 @@ class NoiseUpdate(ClientUpdateStage):
         return clipped + draws.to(update.device, update.dtype).view_as(update)
 
 
-@register_defense("ldp")
+@register_defense("ldp", moved=NOISE_MOVED)
 class LocalDP(Defense):
     """Local DP: clip each client update and add Gaussian or Laplace noise on the client.
 
     Args:
         mechanism: "gaussian" (L2 clip, (ε, δ) via Opacus' accountant) or "laplace" (L1 clip,
             pure ε).
-        noise_multiplier: z: the noise std (Gaussian) or scale (Laplace) over the clip norm.
+        noise: z, the noise std (Gaussian) or scale (Laplace) over the clip norm, or a target
+            ε for a client that takes part in every round (at ``noise.target_delta``; pure ε
+            for Laplace); the accountant and secure mode (see
+            :class:`~.accounting.GaussianNoise`).
         clip_norm: C (L2 for Gaussian, L1 for Laplace).
-        accountant: "rdp" or "prv" for the Gaussian mechanism.
-        secure_mode: Draw noise from the OS CSPRNG instead of the seeded stream.
 
     Example:
-        >>> round(LocalDP(noise_multiplier=10.0).epsilon_per_round(1e-5), 2)
+        >>> round(LocalDP(noise=GaussianNoise(multiplier=10.0)).epsilon_per_round(1e-5), 2)
         0.79
     """
 
@@ -86,30 +87,31 @@ class LocalDP(Defense):
         self,
         *,
         mechanism: Literal["gaussian", "laplace"] = "gaussian",
-        noise_multiplier: float = 1.0,
-        clip_norm: float = 1.0,
-        accountant: Literal["rdp", "prv"] = "rdp",
-        secure_mode: bool = False,
+        noise: GaussianNoise = GaussianNoise(),
+        clip_norm: PositiveFloat = 1.0,
     ) -> None:
-        if not noise_multiplier > 0:
-            raise ConfigError(f"ldp: noise_multiplier must be positive, got {noise_multiplier}")
-        if not clip_norm > 0:
-            raise ConfigError(f"ldp: clip_norm must be positive, got {clip_norm}")
-        if mechanism not in ("gaussian", "laplace"):
-            raise ConfigError(f"ldp: mechanism must be 'gaussian' or 'laplace', got {mechanism!r}")
         self.mechanism = mechanism
-        self.noise_multiplier = noise_multiplier
+        self.noise = noise
+        self.noise_multiplier = noise.start("ldp") or math.nan  # NaN until a target is met
         self.clip_norm = clip_norm
-        self.accountant_name = accountant
-        self.secure_mode = secure_mode
-        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
+        self.accountant_name = noise.accountant
+        self.secure_mode = noise.secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if noise.secure_mode else None
         self.releases: Counter[int] = Counter()
         self.client_update = NoiseUpdate(self)
         self._delta = 1e-5
 
-    def setup(self, run: RunInfo) -> None:
+    def prepare(self, run: RunInfo) -> None:
         self.releases = Counter()
-        super().setup(run)
+        target = self.noise.target_epsilon
+        if target is None:
+            return
+        if self.mechanism == "laplace":
+            self.noise_multiplier = 2.0 * run.rounds / target  # k releases of 2/z each
+        else:  # sensitivity 2C: the mechanism's multiplier is z/2, never amplified by sampling
+            self.noise_multiplier = 2.0 * self.noise.for_run(
+                sample_rate=1.0, steps=run.rounds, given=None
+            )
 
     def _epsilon(self, releases: int, delta: float) -> float:
         if releases == 0:

@@ -13,11 +13,11 @@ Models whose layers Opacus cannot privatise (BatchNorm mixes the examples of a b
 per-example gradients do not exist) are refused in ``setup`` with Opacus' own reasons.
 
 Example:
-    >>> defense = DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    >>> defense = DPSGD(noise=GaussianNoise(multiplier=1.0), max_grad_norm=1.0)
     >>> type(defense.local_training).__name__
     'OpacusTraining'
 
-    In a config: ``defenses: [{name: dp_sgd, noise_multiplier: 1.1, max_grad_norm: 1.0}]``.
+    In a config: ``defenses: [{name: dp_sgd, noise: {multiplier: 1.1}, max_grad_norm: 1.0}]``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import statistics
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from opacus import PrivacyEngine
@@ -40,14 +39,15 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedbench.data.tensors import TensorData
-from fedbench.defenses.base import SECURE_MODE_NOISE, Defense, PrivacyReport
-from fedbench.defenses.dp.accounting import Accountant, noise_choice, noise_multiplier_for
-from fedbench.errors import ConfigError, DataError
+from fedbench.defense import SECURE_MODE_NOISE, Defense, PrivacyReport
+from fedbench.defenses.dp.accounting import NOISE_MOVED, Accountant, GaussianNoise
+from fedbench.errors import DataError
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.params import get_flat
 from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.stages import LocalResult, LocalTraining
 from fedbench.metrics.base import Metric
+from fedbench.params import PositiveFloat
 from fedbench.registry import register_defense
 
 
@@ -190,79 +190,59 @@ class OpacusTraining(LocalTraining):
         )
 
 
-@register_defense("dp_sgd")
+@register_defense("dp_sgd", moved=NOISE_MOVED)
 class DPSGD(Defense):
     """Local DP-SGD (Opacus) with one persistent accountant per client; worst client's ε.
 
     Args:
-        noise_multiplier: σ/C of the Gaussian noise on each summed batch gradient. Defaults to
-            1.0 when ``target_epsilon`` is not set either.
-        target_epsilon: Choose the noise multiplier so that a client taking part in every
-            round ends at most at this ε (at ``target_delta``), for the worst client size.
-        target_delta: δ for the ``target_epsilon`` search.
+        noise: σ/C of the Gaussian noise on each summed batch gradient, or a target ε for a
+            client taking part in every round (for the worst client size); the accountant and
+            Opacus' secure mode (CSPRNG noise and sampling; needs ``torchcsprng``). See
+            :class:`~.accounting.GaussianNoise`.
         max_grad_norm: C, the per-example gradient clip norm.
-        accountant: "rdp" or "prv" (Opacus).
-        secure_mode: Opacus' secure mode (CSPRNG noise and sampling; needs ``torchcsprng``).
 
     Example:
-        >>> DPSGD(target_epsilon=4.0).noise_multiplier is None  # chosen in setup
+        >>> DPSGD(noise=GaussianNoise(target_epsilon=4.0)).noise_multiplier is None
         True
     """
 
     def __init__(
-        self,
-        *,
-        noise_multiplier: float | None = None,
-        target_epsilon: float | None = None,
-        target_delta: float = 1e-5,
-        max_grad_norm: float = 1.0,
-        accountant: Literal["rdp", "prv"] = "rdp",
-        secure_mode: bool = False,
+        self, *, noise: GaussianNoise = GaussianNoise(), max_grad_norm: PositiveFloat = 1.0
     ) -> None:
-        noise_multiplier = noise_choice(
-            "dp_sgd", noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
-            target_delta=target_delta,
-        )
-        if not max_grad_norm > 0:
-            raise ConfigError(f"dp_sgd: max_grad_norm must be positive, got {max_grad_norm}")
-        if secure_mode and importlib.util.find_spec("torchcsprng") is None:
-            raise ConfigError(
-                "dp_sgd: secure_mode needs the torchcsprng package (Opacus draws its CSPRNG "
-                "noise and sampling from it), which is not installed"
-            )
-        self.noise_multiplier = noise_multiplier
-        self.target_epsilon = target_epsilon
-        self.target_delta = target_delta
+        self.noise = noise
+        self.noise_multiplier = noise.start("dp_sgd")
         self.max_grad_norm = max_grad_norm
-        self.accountant_name = accountant
-        self.secure_mode = secure_mode
-        self.irreproducible = SECURE_MODE_NOISE if secure_mode else None
+        self.accountant_name = noise.accountant
+        self.secure_mode = noise.secure_mode
+        self.irreproducible = SECURE_MODE_NOISE if noise.secure_mode else None
         self.clients: dict[int, _ClientPrivacy] = {}
         self.local_training = OpacusTraining(self)
         self._delta = 1e-5
 
-    def setup(self, run: RunInfo) -> None:
-        problems = opacus_problems(run.model_factory())
-        if problems:
-            raise ConfigError(
+    def check(self, run: RunInfo) -> list[str]:
+        problems = []
+        if self.secure_mode and importlib.util.find_spec("torchcsprng") is None:
+            problems.append(
+                "dp_sgd: noise.secure_mode needs the torchcsprng package (Opacus draws its "
+                "CSPRNG noise and sampling from it), which is not installed"
+            )
+        unfit = opacus_problems(run.model_factory())
+        if unfit:
+            problems.append(
                 "dp_sgd: Opacus cannot train this model with per-example gradients: "
-                + "; ".join(problems)
+                + "; ".join(unfit)
                 + ". Use a model without BatchNorm (e.g. model: {name: resnet18, norm: group})."
             )
-        if self.target_epsilon is not None:
+        return problems + super().check(run)
+
+    def prepare(self, run: RunInfo) -> None:
+        if self.noise.target_epsilon is not None:
             worst = {steps_per_round(n, run.recipe) for n in set(run.client_sizes) if n > 0}
             self.noise_multiplier = max(
-                noise_multiplier_for(
-                    target_epsilon=self.target_epsilon,
-                    delta=self.target_delta,
-                    sample_rate=q,
-                    steps=steps * run.rounds,
-                    accountant=self.accountant_name,
-                )
+                self.noise.for_run(sample_rate=q, steps=steps * run.rounds, given=None)
                 for q, steps in worst
             )
         self.clients = {}
-        super().setup(run)
 
     def client_epsilons(self, delta: float) -> dict[int, float]:
         """ε of every client that has taken part so far (clients with equal histories share)."""

@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import tenseal as ts
 
-from fedbench.defenses.base import Defense
+from fedbench.defense import Defense
 from fedbench.defenses.he.ckks import (
     PRESETS,
     CKKSKeys,

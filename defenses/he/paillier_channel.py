@@ -25,9 +25,9 @@ from typing import ClassVar, Literal
 import numpy as np
 from gmpy2 import mpz
 
-from fedbench.defenses.base import Defense
+from fedbench.defense import Defense
 from fedbench.defenses.he import packing
-from fedbench.defenses.he.encrypted import EncryptedChannel
+from fedbench.defenses.he.encrypted import EncryptedChannel, max_clients
 from fedbench.defenses.he.envelope import HEADER_BYTES, EnvelopeError, Header, Scheme, read_header
 from fedbench.defenses.he.paillier import (
     MIN_SECURE_BITS,
@@ -41,8 +41,9 @@ from fedbench.defenses.he.paillier import (
 )
 from fedbench.errors import AggregationError, BadClientUpdate, ConfigError
 from fedbench.fl.channel import EncodedUpdate
-from fedbench.fl.context import RoundContext
+from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.metrics.base import Metric
+from fedbench.params import NonNegativeInt, PositiveFloat
 from fedbench.registry import register_defense
 from fedbench.seeding import Streams
 
@@ -70,9 +71,9 @@ class PaillierChannel(EncryptedChannel):
         key_bits: int = MIN_SECURE_BITS,
         allow_insecure: bool = False,
         bits: int = 16,
-        clip: float = 1.0,
+        clip: PositiveFloat = 1.0,
         per_value: bool = False,
-        randomness_pool: int = 0,
+        randomness_pool: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         if not clip > 0:
@@ -93,6 +94,17 @@ class PaillierChannel(EncryptedChannel):
         self._server_keys: PaillierKeys | None = None
         self._clipped = 0
         self._values = 0
+
+    def check(self, run: RunInfo) -> list[str]:
+        """Refuse a slot width that cannot hold the run's largest sum (before any key exists)."""
+        try:
+            packing.slot_layout(
+                bits=self.bits, clients=max_clients(run), plaintext_bits=self.key_bits - 1,
+                per_value=self.per_value,
+            )
+        except ConfigError as err:
+            return [str(err)]
+        return []
 
     def configure(self, *, clients: int, streams: Streams | None = None) -> None:
         if self.keys is None:
@@ -221,8 +233,8 @@ class PaillierAggregation(Defense):
         mode: Literal["packed", "per_value"] = "packed",
         key_bits: int = MIN_SECURE_BITS,
         bits: int = 16,
-        clip: float = 1.0,
-        randomness_pool: int = 0,
+        clip: PositiveFloat = 1.0,
+        randomness_pool: NonNegativeInt = 0,
         allow_insecure: bool = False,
     ) -> None:
         self.insecure = check_key_bits(key_bits, allow_insecure=allow_insecure)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, Strict
 
-from fedbench.defenses.base import Defense
+from fedbench.defense import Defense
 from fedbench.defenses.secagg.encoding import FloatQuantizer, IntegerEncoder
 from fedbench.defenses.secagg.graph import Graph, Plan, choose_degree, full_threshold, majority
 from fedbench.defenses.secagg.prg import MaskGenerator
@@ -37,18 +38,25 @@ from fedbench.errors import AggregationError, ConfigError
 from fedbench.fl.channel import AggregateResult, Channel, EncodedUpdate
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.metrics.base import Metric
+from fedbench.params import HalfOpenFraction, ParamBlock
 from fedbench.registry import register_defense
 
-Neighbours = Literal["full", "auto"] | int
+Neighbours = Literal["full", "auto"] | Annotated[int, Field(ge=2, multiple_of=2)]
+"""'full' (SecAgg), 'auto' (SecAgg+, k from the tolerated fractions) or an even k ≥ 2 (the
+degree of a Harary graph)."""
 DropoutStage = Literal["advertise_keys", "share_keys", "masked_input", "unmasking", "random"]
+# t as a fraction of a client's share holders: at most half would let the server collect both
+# secrets of a client.
+ThresholdFraction = Annotated[float, Field(gt=0.5, le=1, allow_inf_nan=False)]
+ToleratedFraction = Annotated[float, Field(ge=0, lt=0.5, allow_inf_nan=False)]
 MIN_CLIENTS = 3  # with two, each learns the other's update from the sum and its own
 
 
-class SecAggChannel(Channel):
-    """Pairwise-masked secure aggregation with dropouts over an integer encoding.
+class SecAggProtocol(ParamBlock):
+    """The secure-aggregation protocol's settings, shared by every defense that masks sums
+    (``secagg`` takes them as its own parameters, ``distributed_dp`` as its ``secagg:`` group).
 
-    Args:
-        encoder: Float updates ↔ vectors of Z/2^b.
+    Attributes:
         neighbours: "full" (SecAgg: everyone masks with everyone), "auto" (SecAgg+: the smallest
             even k that meets the tolerated fractions, see :func:`~.graph.choose_degree`), or an
             even k ≥ 2.
@@ -60,56 +68,30 @@ class SecAggChannel(Channel):
         tolerated_corruption: γ, the fraction of clients that may collude with the server.
     """
 
+    neighbours: Neighbours = "full"
+    threshold: ThresholdFraction | None = None
+    dropout: HalfOpenFraction = 0.0
+    dropout_stage: DropoutStage = "masked_input"
+    tolerated_dropout: ToleratedFraction = 0.1
+    tolerated_corruption: ToleratedFraction = 0.1
+
+
+class SecAggChannel(Channel):
+    """Pairwise-masked secure aggregation with dropouts over an integer encoding.
+
+    Args:
+        encoder: Float updates ↔ vectors of Z/2^b.
+        protocol: The protocol's settings.
+    """
+
     name: ClassVar[str] = "secagg"
     reveals_client_updates: ClassVar[bool] = False
 
     def __init__(
-        self,
-        *,
-        encoder: IntegerEncoder,
-        neighbours: Neighbours = "full",
-        threshold: float | None = None,
-        dropout: float = 0.0,
-        dropout_stage: DropoutStage = "masked_input",
-        tolerated_dropout: float = 0.1,
-        tolerated_corruption: float = 0.1,
+        self, *, encoder: IntegerEncoder, protocol: SecAggProtocol | None = None
     ) -> None:
-        if isinstance(neighbours, str):
-            if neighbours not in ("full", "auto"):
-                raise ConfigError(
-                    f"secagg: neighbours must be 'full', 'auto' or an even k >= 2, got "
-                    f"{neighbours!r}"
-                )
-        elif isinstance(neighbours, bool) or neighbours < 2 or neighbours % 2:
-            raise ConfigError(
-                f"secagg: neighbours must be 'full', 'auto' or an even k >= 2 (the degree of a "
-                f"Harary graph), got {neighbours!r}"
-            )
-        if threshold is not None and not 0.5 < threshold <= 1:
-            raise ConfigError(
-                f"secagg: threshold must be a fraction of the share holders in (0.5, 1], got "
-                f"{threshold}; at most half would let the server collect both secrets of a client"
-            )
-        if not 0 <= dropout < 1:
-            raise ConfigError(f"secagg: dropout must be in [0, 1), got {dropout}")
-        if dropout_stage != "random" and dropout_stage not in {s.value for s in Stage}:
-            raise ConfigError(
-                f"secagg: dropout_stage must be one of {[s.value for s in Stage]} or 'random', "
-                f"got {dropout_stage!r}"
-            )
-        for field_name, value in (
-            ("tolerated_dropout", tolerated_dropout),
-            ("tolerated_corruption", tolerated_corruption),
-        ):
-            if not 0 <= value < 0.5:
-                raise ConfigError(f"secagg: {field_name} must be in [0, 0.5), got {value}")
         self.encoder = encoder
-        self.neighbours = neighbours
-        self.threshold = threshold
-        self.dropout = dropout
-        self.dropout_stage = dropout_stage
-        self.tolerated_dropout = tolerated_dropout
-        self.tolerated_corruption = tolerated_corruption
+        self.protocol = protocol or SecAggProtocol()
         self.masks = MaskGenerator(encoder.ring)
         self.history: list[dict[str, float]] = []
         self._ctx: RoundContext | None = None
@@ -125,35 +107,51 @@ class SecAggChannel(Channel):
             raise ConfigError(
                 f"secagg: a round needs at least {MIN_CLIENTS} clients, got {clients}"
             )
-        if self.neighbours == "auto":
+        protocol = self.protocol
+        neighbours = protocol.neighbours
+        if neighbours == "auto":
             plan = choose_degree(
-                clients, dropout=self.tolerated_dropout, corruption=self.tolerated_corruption
+                clients, dropout=protocol.tolerated_dropout,
+                corruption=protocol.tolerated_corruption,
             )
-        elif self.neighbours == "full" or self.neighbours >= clients - 1:
-            plan = Plan(None, full_threshold(clients, corruption=self.tolerated_corruption))
+        elif neighbours == "full" or neighbours >= clients - 1:
+            plan = Plan(None, full_threshold(clients, corruption=protocol.tolerated_corruption))
         else:
-            plan = Plan(self.neighbours, majority(self.neighbours))
-        if self.threshold is not None:
+            plan = Plan(neighbours, majority(neighbours))
+        if protocol.threshold is not None:
             holders = plan.degree or clients - 1
-            plan = Plan(plan.degree, max(1, math.ceil(self.threshold * holders)))
+            plan = Plan(plan.degree, max(1, math.ceil(protocol.threshold * holders)))
         return plan
 
-    def setup(self, run: RunInfo) -> None:
+    def check(self, run: RunInfo) -> list[str]:
         """Refuse configurations whose sum could wrap or whose threshold cannot be met."""
         most = run.num_clients if run.sampling == "poisson" else round(run.expected_clients)
-        self.encoder.check_headroom(most)
+        try:
+            self.encoder.check_headroom(most)
+        except ConfigError as err:
+            return [str(err), *self.protocol_problems(run)]
+        return self.protocol_problems(run)
+
+    def protocol_problems(self, run: RunInfo) -> list[str]:
+        """Why the protocol cannot run rounds of this run's size (fixed sampling only: with
+        Poisson sampling the round size is known only when it is drawn)."""
+        if run.sampling != "fixed":
+            return []
         expected = max(round(run.expected_clients), 1)
-        if run.sampling == "fixed":
-            plan = self.plan(expected)  # raises for fewer than MIN_CLIENTS
-            holders = plan.degree or expected - 1
-            survivors = holders - math.ceil(self.tolerated_dropout * holders)
-            if survivors < plan.threshold:
-                raise ConfigError(
-                    f"secagg: with {expected} clients per round a client has {holders} share "
-                    f"holders and needs {plan.threshold}; losing a tolerated_dropout="
-                    f"{self.tolerated_dropout} fraction of them leaves {survivors}: lower the "
-                    "threshold or tolerated_dropout"
-                )
+        try:
+            plan = self.plan(expected)
+        except ConfigError as err:  # fewer than MIN_CLIENTS
+            return [str(err)]
+        holders = plan.degree or expected - 1
+        tolerated = self.protocol.tolerated_dropout
+        survivors = holders - math.ceil(tolerated * holders)
+        if survivors >= plan.threshold:
+            return []
+        return [
+            f"secagg: with {expected} clients per round a client has {holders} share "
+            f"holders and needs {plan.threshold}; losing a tolerated_dropout={tolerated} "
+            f"fraction of them leaves {survivors}: lower the threshold or tolerated_dropout"
+        ]
 
     # -- one round ---------------------------------------------------------------------------
 
@@ -194,14 +192,14 @@ class SecAggChannel(Channel):
     def draw_dropouts(self, sampled: list[int], ctx: RoundContext) -> dict[int, Stage]:
         """round(dropout·n) clients, drawn from the ``secagg.dropout`` stream, and their stage."""
         rng = ctx.streams.numpy("secagg.dropout", ctx.round)
-        count = round(self.dropout * len(sampled))
+        count = round(self.protocol.dropout * len(sampled))
         chosen = rng.choice(np.asarray(sampled), size=count, replace=False)
         stages = list(Stage)
         return {
             int(c): (
                 stages[int(rng.integers(len(stages)))]
-                if self.dropout_stage == "random"
-                else Stage(self.dropout_stage)
+                if self.protocol.dropout_stage == "random"
+                else Stage(self.protocol.dropout_stage)
             )
             for c in chosen
         }
@@ -290,23 +288,26 @@ class SecAgg(Defense):
         self,
         *,
         neighbours: Neighbours = "full",
-        threshold: float | None = None,
+        threshold: ThresholdFraction | None = None,
         bits: int = 32,
         quant_bits: int = 16,
-        clip_range: tuple[float, float] = (-1.0, 1.0),
-        dropout: float = 0.0,
+        clip_range: Annotated[tuple[float, float], Strict(False)] = (-1.0, 1.0),
+        dropout: HalfOpenFraction = 0.0,
         dropout_stage: DropoutStage = "masked_input",
-        tolerated_dropout: float = 0.1,
-        tolerated_corruption: float = 0.1,
+        tolerated_dropout: ToleratedFraction = 0.1,
+        tolerated_corruption: ToleratedFraction = 0.1,
     ) -> None:
-        self.channel: SecAggChannel = SecAggChannel(
-            encoder=FloatQuantizer(clip_range=clip_range, quant_bits=quant_bits, bits=bits),
+        protocol = SecAggProtocol(
             neighbours=neighbours,
             threshold=threshold,
             dropout=dropout,
             dropout_stage=dropout_stage,
             tolerated_dropout=tolerated_dropout,
             tolerated_corruption=tolerated_corruption,
+        )
+        self.channel: SecAggChannel = SecAggChannel(
+            encoder=FloatQuantizer(clip_range=clip_range, quant_bits=quant_bits, bits=bits),
+            protocol=protocol,
         )
 
     def metrics(self) -> list[Metric]:

@@ -16,6 +16,7 @@ from skimage import color
 
 from fedbench.data.dataset import Dataset
 from fedbench.data.tensors import TensorData
+from fedbench.params import PositiveInt
 from fedbench.registry import register_dataset
 
 # Source photographs of ``image_patches`` (all bundled with scikit-image, no download).
@@ -112,7 +113,7 @@ def _image_patches(size: int, per_image: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_dataset("image_patches")
-def image_patches(*, size: int = 32, per_image: int = 200) -> Dataset:
+def image_patches(*, size: PositiveInt = 32, per_image: PositiveInt = 200) -> Dataset:
     """32×32 RGB patches from scikit-image's sample photographs; label = source photograph.
 
     Args:

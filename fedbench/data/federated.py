@@ -8,9 +8,11 @@ split measures utility and supplies the non-members that membership attacks are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 
 from fedbench.data.dataset import Dataset
 from fedbench.data.partition import Partitioner, partition_report
@@ -28,7 +30,15 @@ class FederatedData:
     test: TensorData
     num_classes: int
     input_shape: tuple[int, ...]
-    kind: str
+    kind: Literal["image", "tabular"]
+
+    def client_examples(self, ids: torch.Tensor) -> TensorData:
+        """The client examples with the given global ids, in the order of ``ids``."""
+        pool = self.clients[0]
+        for part in self.clients[1:]:
+            pool = pool.concat(part)
+        position = {int(i): p for p, i in enumerate(pool.ids.tolist())}
+        return pool.subset(np.array([position[int(i)] for i in ids.tolist()], dtype=np.int64))
 
     def report(self) -> pd.DataFrame:
         """Per-client class counts (rows = clients, columns = classes, plus ``total``)."""

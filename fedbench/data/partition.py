@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fedbench.errors import DataError
+from fedbench.params import PositiveFloat, PositiveInt
 from fedbench.registry import register_partitioner
 
 
@@ -66,7 +67,10 @@ class Dirichlet(Partitioner):
         max_retries: Number of draws before giving up with an error.
     """
 
-    def __init__(self, *, alpha: float = 0.5, min_size: int = 1, max_retries: int = 100) -> None:
+    def __init__(
+        self, *, alpha: PositiveFloat = 0.5, min_size: PositiveInt = 1,
+        max_retries: PositiveInt = 100,
+    ) -> None:
         if alpha <= 0:
             raise DataError(f"dirichlet: alpha must be positive, got {alpha}")
         if min_size < 1:
@@ -121,7 +125,7 @@ class Shards(Partitioner):
             per client.
     """
 
-    def __init__(self, *, classes_per_client: int = 2) -> None:
+    def __init__(self, *, classes_per_client: PositiveInt = 2) -> None:
         if classes_per_client < 1:
             raise DataError(
                 f"shards: classes_per_client must be at least 1, got {classes_per_client}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from torch import nn
 
+from fedbench.fl.recipe import TrainingRecipe
 from fedbench.seeding import Streams
 
 
@@ -22,6 +25,8 @@ class RoundContext:
         dim: Number of model parameters (length of every update vector).
         streams: The experiment's named random streams.
         device: Device that training and updates live on.
+        weights: Each sampled client's public aggregation weight (its example count over the
+            mean count for weighted FedAvg, 1 for uniform weighting).
         notes: Scratch space in which a defense's stages share per-round facts with each other
             (e.g. how many clients were clipped). Never read by attacks.
     """
@@ -33,6 +38,7 @@ class RoundContext:
     dim: int
     streams: Streams
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    weights: dict[int, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
     def generator(self, name: str, *keys: int) -> torch.Generator:
@@ -62,12 +68,12 @@ class RunInfo:
     num_clients: int
     rounds: int
     expected_clients: float
-    sampling: str
-    weighting: str
-    recipe: Any
+    sampling: Literal["fixed", "poisson"]
+    weighting: Literal["weighted", "uniform"]
+    recipe: TrainingRecipe
     client_sizes: tuple[int, ...]
     dim: int
-    model_factory: Any
+    model_factory: Callable[[], nn.Module]
     streams: Streams
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedbench.defenses.base import Defense
+from fedbench.defense import Defense
 from fedbench.errors import ConfigError
 from fedbench.fl.channel import Channel, PlaintextChannel
 from fedbench.fl.client import SGDTraining
 from fedbench.fl.context import RunInfo
-from fedbench.fl.stages import ClientUpdateStage, LocalTraining, ServerUpdateStage
+from fedbench.fl.stages import ClientUpdateStage, LocalTraining, ServerUpdateStage, Stage
 
 
 class Pipeline:
@@ -46,11 +46,32 @@ class Pipeline:
             d.server_update for _, d in self.defenses if d.server_update
         ]
 
+    def _default_stages(self) -> list[Stage]:
+        """The identity stages that run because no defense replaces them."""
+        defaults: list[Stage] = []
+        if not any(d.local_training for _, d in self.defenses):
+            defaults.append(self.local_training)
+        if not any(d.channel for _, d in self.defenses):
+            defaults.append(self.channel)
+        return defaults
+
+    def check(self, run: RunInfo) -> list[str]:
+        """Every defense's and default stage's objections to ``run``, each line prefixed with
+        the name the defense was configured under; empty when the pipeline can run."""
+        problems = [
+            f"{name}: {p}" if not p.startswith(f"{name}:") else p
+            for name, defense in self.defenses
+            for p in defense.check(run)
+        ]
+        return problems + [p for stage in self._default_stages() for p in stage.check(run)]
+
     def setup(self, run: RunInfo) -> None:
-        """Set up every defense (which sets up its own stages) and the default stages."""
+        """Set up each defense (which checks and sets up its own stages) and the default
+        stages; a check that fails raises ConfigError before anything is set up."""
+        problems = [p for stage in self._default_stages() for p in stage.check(run)]
+        if problems:
+            raise ConfigError("\n".join(problems))
         for _, defense in self.defenses:
             defense.setup(run)
-        if not any(d.local_training for _, d in self.defenses):
-            self.local_training.setup(run)
-        if not any(d.channel for _, d in self.defenses):
-            self.channel.setup(run)
+        for stage in self._default_stages():
+            stage.setup(run)

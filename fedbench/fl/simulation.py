@@ -1,17 +1,20 @@
-"""The simulation loop: rounds of the pipeline in DESIGN.md.
+"""The simulation loop: rounds of the pipeline in DESIGN.md, each in four phases.
 
 ```
-w_t ─► sample clients ─► local_training ─► Δ_i = w_i − w_t ─► client_update stages
-    ─► channel.encode ─► channel.aggregate ─► server_update stages ─► w_{t+1} = w_t + η·S'/n
+broadcast  w_t ─► the model each sampled client receives          (BroadcastPolicy)
+client     local_training ─► Δ_i = w_i − w_t ─► client_update stages
+wire       check ─► channel.encode ─► channel.aggregate ─► failure policy
+server     server_update stages ─► w_{t+1} = w_t + η·S'/n
 ```
+
+``run_round`` composes the phases; the Transcript records what the server saw, the private log
+what only scoring may read, a Stopwatch how long each part took.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,47 +24,29 @@ from tqdm.auto import tqdm
 from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
 from fedbench.errors import AggregationError, BadClientUpdate
+from fedbench.fl.broadcast import Broadcast, BroadcastPolicy, HonestBroadcast, broadcast
 from fedbench.fl.channel import EncodedUpdate, PlaintextChannel, check_update
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.evaluate import evaluate
 from fedbench.fl.params import FlatParameters, get_flat, set_flat
+from fedbench.fl.phases import ClientOutput, RoundSummary, ServerResult, WireResult
 from fedbench.fl.pipeline import Pipeline
-from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.sampling import ClientSampler
+from fedbench.fl.threat import PrivateLog
+from fedbench.fl.timing import Stopwatch
 from fedbench.fl.transcript import RoundRecord, Transcript
 from fedbench.seeding import Streams
 
-
-def recipe_from(fl: FLConfig) -> TrainingRecipe:
-    """The public client-training recipe of an FL configuration."""
-    return TrainingRecipe(
-        algorithm=fl.algorithm,
-        batch_size=fl.batch_size,
-        local_epochs=fl.local_epochs,
-        local_steps=fl.local_steps,
-        lr=fl.client_lr,
-        momentum=fl.client_momentum,
-    )
+TIMED = ("total", "client_training", "channel_encode", "channel_aggregate")
 
 
-@dataclass
-class PrivateLog:
-    """Ground truth the server never sees: which examples each client used in kept rounds.
-
-    Only scoring code reads this.
-    """
-
-    used_ids: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
-    participants: set[int] = field(default_factory=set)
-
-
-@dataclass
+@dataclass(frozen=True)
 class SimulationResult:
     """The outcome of a run.
 
     Attributes:
         model: The final global model.
-        history: One row per round (metadata, and accuracy/loss on evaluation rounds).
+        history: One summary per round (with accuracy/loss on evaluation rounds).
         transcript: What the server saw.
         private: Ground truth for scoring.
         timings: Seconds spent: total, client training, channel encode (clients, including
@@ -69,15 +54,15 @@ class SimulationResult:
     """
 
     model: nn.Module
-    history: list[dict[str, Any]]
+    history: list[RoundSummary]
     transcript: Transcript
     private: PrivateLog
     timings: dict[str, float]
 
     @property
     def final_accuracy(self) -> float:
-        """Test accuracy after the last round."""
-        return float(next(r["accuracy"] for r in reversed(self.history) if "accuracy" in r))
+        """Test accuracy after the last evaluation."""
+        return next(r.accuracy for r in reversed(self.history) if r.accuracy is not None)
 
 
 class Simulation:
@@ -91,6 +76,9 @@ class Simulation:
         pipeline: The composed defense stages.
         streams: Named random streams.
         transcript: Where the server's view is recorded.
+        broadcaster: Decides the model each client receives (default: w_t for everyone).
+        cost_baseline: Time a plaintext sum of every round's updates right after the channel's
+            aggregation (the same-run baseline of the aggregation-time ratio).
         device: Training device.
         progress: Show a progress bar over rounds.
     """
@@ -104,9 +92,15 @@ class Simulation:
         pipeline: Pipeline,
         streams: Streams,
         transcript: Transcript,
+        broadcaster: BroadcastPolicy | None = None,
+        cost_baseline: bool = False,
         device: str | torch.device = "cpu",
         progress: bool = False,
     ) -> None:
+        if len(data.clients) != fl.num_clients:
+            raise ValueError(
+                f"data has {len(data.clients)} clients, fl.num_clients is {fl.num_clients}"
+            )
         self.device = torch.device(device)
         self.model = model_factory().to(self.device)
         self.worker = model_factory().to(self.device)  # reused by every client in turn
@@ -116,9 +110,9 @@ class Simulation:
         self.pipeline = pipeline
         self.streams = streams
         self.transcript = transcript
+        self.broadcaster = broadcaster or HonestBroadcast()
+        self.cost_baseline = cost_baseline
         self.progress = progress
-        self.recipe = recipe_from(fl)
-        self._plaintext = PlaintextChannel()
         self.sampler = ClientSampler(
             num_clients=fl.num_clients,
             expected_clients=fl.expected_clients,
@@ -126,60 +120,55 @@ class Simulation:
             streams=streams,
         )
         self.dim = int(get_flat(self.model).numel())
-        self.run_info = RunInfo(
-            num_clients=fl.num_clients,
-            rounds=fl.rounds,
-            expected_clients=fl.expected_clients,
-            sampling=fl.sampling,
-            weighting=fl.weighting,
-            recipe=self.recipe,
-            client_sizes=tuple(len(c) for c in data.clients),
-            dim=self.dim,
-            model_factory=model_factory,
-            streams=streams,
-            device=self.device,
-        )
-        if len(data.clients) != fl.num_clients:
-            raise ValueError(
-                f"data has {len(data.clients)} clients, fl.num_clients is {fl.num_clients}"
-            )
+        self.run_info = run_info(fl, data, self.dim, model_factory, streams, self.device)
+        self.private = PrivateLog()
+        self.watch = Stopwatch(*TIMED)
 
     def setup(self) -> None:
         """Set up the defense stages and record w_0 (done by ``run``; call it before
         ``run_round`` when driving rounds one at a time)."""
         self.pipeline.setup(self.run_info)
         self.private = PrivateLog()
-        self.timings = {
-            "total": 0.0, "client_training": 0.0, "channel_encode": 0.0, "channel_aggregate": 0.0
-        }
+        self.watch = Stopwatch(*TIMED)
         self.transcript.record_params(get_flat(self.model))
 
     def run(self) -> SimulationResult:
         """Run all rounds and return the result."""
         self.setup()
-        history: list[dict[str, Any]] = []
-        start = time.perf_counter()
+        history: list[RoundSummary] = []
         bar = tqdm(range(self.fl.rounds), desc="rounds", disable=not self.progress, leave=False)
-        for t in bar:
-            row = self.run_round(t)
-            last = t == self.fl.rounds - 1
-            if (t + 1) % self.fl.eval_every == 0 or last:
-                row["accuracy"], row["loss"] = evaluate(self.model, self.data.test)
-                bar.set_postfix(acc=f"{row['accuracy']:.3f}")
-            history.append(row)
-            if row.get("failed") and self.fl.on_failed_round == "stop":
-                break
-        self.timings["total"] = time.perf_counter() - start
-        return SimulationResult(self.model, history, self.transcript, self.private, self.timings)
+        with self.watch.measure("total"):
+            for t in bar:
+                summary = self.run_round(t)
+                if (t + 1) % self.fl.eval_every == 0 or t == self.fl.rounds - 1:
+                    accuracy, loss = evaluate(self.model, self.data.test)
+                    summary = replace(summary, accuracy=accuracy, loss=loss)
+                    bar.set_postfix(acc=f"{accuracy:.3f}")
+                history.append(summary)
+                if summary.failed and self.fl.on_failed_round == "stop":
+                    break
+        return SimulationResult(
+            self.model, history, self.transcript, self.private, dict(self.watch.totals)
+        )
 
-    def run_round(self, t: int) -> dict[str, Any]:
-        """Run round ``t`` (after ``setup``): update the global model, record the transcript.
+    def run_round(self, t: int) -> RoundSummary:
+        """Run round ``t`` (after ``setup``): update the global model, record the transcript."""
+        ctx = self._context(t)
+        w_t = get_flat(self.model)
+        sent = broadcast(self.broadcaster, w_t, ctx)
+        try:
+            wire = self._wire_phase(self._client_phase(sent, ctx), ctx)
+        except (AggregationError, BadClientUpdate) as err:
+            return self._failed_round(ctx, sent, w_t, f"{type(err).__name__}: {err}")
+        server = self._server_phase(wire, ctx, w_t)
+        record = self._record(ctx, sent, wire, server, w_t)
+        return _summary(ctx, wire, record)
 
-        Returns the round's history row (without evaluation).
-        """
-        private, timings = self.private, self.timings
+    # -- phases ------------------------------------------------------------------------------
+
+    def _context(self, t: int) -> RoundContext:
         sampled = self.sampler.sample(t)
-        ctx = RoundContext(
+        return RoundContext(
             round=t,
             sampled=sampled,
             num_clients=self.fl.num_clients,
@@ -187,111 +176,181 @@ class Simulation:
             dim=self.dim,
             streams=self.streams,
             device=self.device,
+            weights=self._weights(sampled),
         )
-        record = RoundRecord(round=t, sampled=tuple(sampled))
-        w_t = get_flat(self.model)
-        keep = self.transcript.keeps(t)
+
+    def _weights(self, sampled: list[int]) -> dict[int, float]:
+        """Each sampled client's public aggregation weight (size / mean size, or 1)."""
+        if self.fl.weighting != "weighted":
+            return dict.fromkeys(sampled, 1.0)
         sizes = {c: len(self.data.clients[c]) for c in sampled}
         mean_size = float(np.mean(list(sizes.values()))) if sampled else 1.0
-        weights = {
-            c: (sizes[c] / mean_size if self.fl.weighting == "weighted" else 1.0) for c in sampled
-        }
-        messages: dict[int, EncodedUpdate] = {}
-        plain: dict[int, EncodedUpdate] = {}
-        train_losses = []
-        channel = self.pipeline.channel
-        tick = time.perf_counter()
-        channel.begin_round(ctx)
-        timings["channel_encode"] += time.perf_counter() - tick
-        try:
-            for cid in sampled:
-                self._worker_flat.load(w_t)
-                tick = time.perf_counter()
-                local = self.pipeline.local_training.train(
-                    self.worker, self.data.clients[cid], self.recipe, client_id=cid, ctx=ctx
-                )
-                timings["client_training"] += time.perf_counter() - tick
-                train_losses.append(local.loss)
-                update = local.params.to(w_t.device) - w_t
-                if weights[cid] != 1.0:
-                    update = update * weights[cid]
-                for stage in self.pipeline.client_stages:
-                    update = stage.apply(cid, update, ctx)
-                vector = update.detach().cpu().numpy().astype(np.float32, copy=False)
-                try:
-                    check_update(cid, vector, self.dim)
-                    tick = time.perf_counter()
-                    messages[cid] = channel.encode(cid, vector)
-                    timings["channel_encode"] += time.perf_counter() - tick
-                    plain[cid] = EncodedUpdate(cid, vector, vector.nbytes)
-                except BadClientUpdate as err:
-                    if self.fl.on_bad_update == "abort_round":
-                        raise
-                    record.dropped[cid] = f"rejected: {err.reason}"
-                    continue
-                if keep:
-                    private.used_ids[(t, cid)] = local.used_ids
-            tick = time.perf_counter()
-            result = channel.aggregate(messages) if messages else None
-            aggregate_seconds = time.perf_counter() - tick
-            timings["channel_aggregate"] += aggregate_seconds
-            # The same-run baseline: what summing these updates in the clear costs right now.
-            tick = time.perf_counter()
-            if plain:
-                self._plaintext.aggregate(plain)
-            plaintext_seconds = time.perf_counter() - tick
-        except (AggregationError, BadClientUpdate) as err:
-            record.failed = f"{type(err).__name__}: {err}"
-            record.params = w_t
-            self.transcript.add_round(record)
-            self.transcript.record_params(w_t)
-            return {"round": t, "sampled": len(sampled), "contributors": 0, "failed": record.failed}
+        return {c: sizes[c] / mean_size for c in sampled}
 
+    def _client_phase(self, sent: Broadcast, ctx: RoundContext) -> Iterator[ClientOutput]:
+        """Each sampled client trains on the model it received and applies the client stages.
+
+        Yields one client at a time, so that the wire phase encodes each update before the next
+        client trains (one update in memory, as on real devices).
+        """
+        for cid in ctx.sampled:
+            received = sent.models[cid]
+            self._worker_flat.load(received)
+            with self.watch.measure("client_training"):
+                local = self.pipeline.local_training.train(
+                    self.worker, self.data.clients[cid], self.fl.recipe, client_id=cid, ctx=ctx
+                )
+            update = local.params.to(received.device) - received
+            if ctx.weights[cid] != 1.0:
+                update = update * ctx.weights[cid]
+            for stage in self.pipeline.client_stages:
+                update = stage.apply(cid, update, ctx)
+            yield ClientOutput(cid, update, local.loss, local.used_ids)
+
+    def _wire_phase(self, outputs: Iterator[ClientOutput], ctx: RoundContext) -> WireResult:
+        """Check, encode and aggregate the updates; apply the bad-update policy.
+
+        The channel boundary: each update becomes a float32 numpy vector once, here.
+
+        Raises:
+            AggregationError: The channel cannot produce the sum (the round fails).
+            BadClientUpdate: A malformed update under ``on_bad_update: abort_round``.
+        """
+        channel = self.pipeline.channel
+        with self.watch.measure("channel_encode"):
+            channel.begin_round(ctx)
+        messages: dict[int, EncodedUpdate] = {}
+        plain: dict[int, EncodedUpdate] = {}  # the cost baseline's input
+        rejected: dict[int, str] = {}
+        losses: list[float] = []
+        used_ids: dict[int, torch.Tensor] = {}
+        for out in outputs:
+            losses.append(out.loss)
+            vector = out.update.detach().cpu().numpy().astype(np.float32, copy=False)
+            try:
+                check_update(out.client_id, vector, self.dim)
+                with self.watch.measure("channel_encode"):
+                    messages[out.client_id] = channel.encode(out.client_id, vector)
+                if self.cost_baseline:
+                    plain[out.client_id] = EncodedUpdate(out.client_id, vector, vector.nbytes)
+            except BadClientUpdate as err:
+                if self.fl.on_bad_update == "abort_round":
+                    raise
+                rejected[out.client_id] = f"rejected: {err.reason}"
+                continue
+            used_ids[out.client_id] = out.used_ids
+        with self.watch.measure("channel_aggregate") as lap:
+            aggregate = channel.aggregate(messages) if messages else None
+        plaintext = self._plaintext_seconds(plain) if self.cost_baseline else None
+        return WireResult(messages, rejected, aggregate, losses, used_ids, lap.seconds, plaintext)
+
+    def _server_phase(self, wire: WireResult, ctx: RoundContext, w_t: torch.Tensor) -> ServerResult:
+        """Server stages on the decoded sum, then the model step."""
+        result = wire.aggregate
         if result is None:  # nobody sampled (Poisson) or every update was rejected
             total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
             contributors: tuple[int, ...] = ()
         else:
             total = torch.from_numpy(np.asarray(result.total, dtype=np.float64)).to(self.device)
             contributors = tuple(result.contributors)
-            record.dropped.update(result.dropped)
-            record.upload_bytes = dict(result.upload_bytes)
-            record.download_bytes = dict(result.download_bytes)
-        private.participants.update(contributors)
-        denominator = float(sum(weights[c] for c in contributors))
-        aggregate_seen = total.to(torch.float32)
-        for server_stage in self.pipeline.server_stages:
-            total, denominator = server_stage.apply(total, denominator, ctx)
+        denominator = float(sum(ctx.weights[c] for c in contributors))
+        seen = total.to(torch.float32)
+        for stage in self.pipeline.server_stages:
+            total, denominator = stage.apply(total, denominator, ctx)
         if denominator > 0:
             step = (self.fl.server_lr * total / denominator).to(w_t.dtype)
             set_flat(self.model, w_t + step)
-        w_next = get_flat(self.model)
+        return ServerResult(contributors, seen, get_flat(self.model))
 
-        record.contributors = contributors
-        record.num_examples = {c: sizes[c] for c in contributors}
-        record.weights = {c: weights[c] for c in contributors}
-        if keep:
-            record.params = w_t.detach().cpu().clone()
-            record.aggregate = aggregate_seen.detach().cpu()
-            record.next_params = w_next.detach().cpu().clone()
-            if channel.reveals_client_updates:
-                record.client_updates = {}
-                for c in contributors:
-                    revealed = channel.reveal(messages[c])
-                    if revealed is not None:
-                        record.client_updates[c] = torch.from_numpy(np.array(revealed))
-        self.transcript.add_round(record)
-        self.transcript.record_params(w_next)
-        row: dict[str, Any] = {
-            "round": t,
-            "sampled": len(sampled),
-            "contributors": len(contributors),
-            "dropped": len(record.dropped),
-            "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
-            "upload_bytes": int(sum(record.upload_bytes.values())),
-            "uploaders": len(record.upload_bytes),
-            "aggregate_seconds": aggregate_seconds,
-            "plaintext_aggregate_seconds": plaintext_seconds,
-        }
-        if result is not None:
-            row.update({f"channel_{k}": v for k, v in result.stats.items()})
-        return row
+    # -- records -----------------------------------------------------------------------------
+
+    def _plaintext_seconds(self, plain: dict[int, EncodedUpdate]) -> float:
+        """The same-run baseline: what summing these updates in the clear costs right now."""
+        with self.watch.measure("plaintext_aggregate") as lap:
+            if plain:
+                PlaintextChannel().aggregate(plain)
+        return lap.seconds
+
+    def _record(
+        self,
+        ctx: RoundContext,
+        sent: Broadcast,
+        wire: WireResult,
+        server: ServerResult,
+        w_t: torch.Tensor,
+    ) -> RoundRecord:
+        sizes = {c: len(self.data.clients[c]) for c in server.contributors}
+        result = wire.aggregate
+        record = RoundRecord(
+            round=ctx.round,
+            sampled=tuple(ctx.sampled),
+            model_hashes=sent.hashes,
+            contributors=server.contributors,
+            dropped=dict(result.dropped) if result else {},
+            rejected=dict(wire.rejected),
+            upload_bytes=dict(result.upload_bytes) if result else {},
+            download_bytes=dict(result.download_bytes) if result else {},
+            num_examples=sizes,
+            weights={c: ctx.weights[c] for c in server.contributors},
+            params=w_t,
+            aggregate=server.aggregate,
+            next_params=server.next_params,
+        )
+        self.private.participants.update(server.contributors)
+        if self.transcript.keeps(ctx.round):
+            for cid, ids in wire.used_ids.items():
+                self.private.used_ids[(ctx.round, cid)] = ids
+        self.transcript.add_round(record, channel=self.pipeline.channel, messages=wire.messages)
+        self.transcript.record_params(server.next_params)
+        return record
+
+    def _failed_round(
+        self, ctx: RoundContext, sent: Broadcast, w_t: torch.Tensor, why: str
+    ) -> RoundSummary:
+        """A round without an aggregate: recorded as failed, the model unchanged."""
+        record = RoundRecord(
+            round=ctx.round, sampled=tuple(ctx.sampled), model_hashes=sent.hashes, failed=why,
+            params=w_t,
+        )
+        self.transcript.add_round(record, channel=self.pipeline.channel)
+        self.transcript.record_params(w_t)
+        return RoundSummary(round=ctx.round, sampled=len(ctx.sampled), failed=why)
+
+
+def _summary(ctx: RoundContext, wire: WireResult, record: RoundRecord) -> RoundSummary:
+    return RoundSummary(
+        round=ctx.round,
+        sampled=len(ctx.sampled),
+        contributors=len(record.contributors),
+        dropped=len(record.dropped) + len(record.rejected),
+        train_loss=float(np.mean(wire.losses)) if wire.losses else float("nan"),
+        upload_bytes=int(sum(record.upload_bytes.values())),
+        uploaders=len(record.upload_bytes),
+        aggregate_seconds=wire.aggregate_seconds,
+        plaintext_aggregate_seconds=wire.plaintext_seconds,
+        channel_stats=dict(wire.aggregate.stats) if wire.aggregate else {},
+    )
+
+
+def run_info(
+    fl: FLConfig,
+    data: FederatedData,
+    dim: int,
+    model_factory: Callable[[], nn.Module],
+    streams: Streams,
+    device: torch.device,
+) -> RunInfo:
+    """The facts of a run every stage's ``check`` and ``setup`` receive."""
+    return RunInfo(
+        num_clients=fl.num_clients,
+        rounds=fl.rounds,
+        expected_clients=fl.expected_clients,
+        sampling=fl.sampling,
+        weighting=fl.weighting,
+        recipe=fl.recipe,
+        client_sizes=tuple(len(c) for c in data.clients),
+        dim=dim,
+        model_factory=model_factory,
+        streams=streams,
+        device=device,
+    )

@@ -18,11 +18,17 @@ from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.recipe import TrainingRecipe
 
 
-class Stage(ABC):  # noqa: B024 - a marker base with a default hook, not an interface
-    """Base of all stages: an optional one-time ``setup`` with the run's facts."""
+class Stage(ABC):  # noqa: B024 - a marker base with default hooks, not an interface
+    """Base of all stages: an optional compatibility ``check`` and one-time ``setup``."""
+
+    def check(self, run: RunInfo) -> list[str]:
+        """Why this stage cannot run ``run`` (one line each, naming the field); empty when it
+        can. Must be cheap and free of side effects (``fedbench run --dry-run`` calls it for
+        every cell before any training)."""
+        return []
 
     def setup(self, run: RunInfo) -> None:  # noqa: B027 - optional hook
-        """Validate against and prepare for the run (called once, before round 0)."""
+        """Prepare for the run (called once, before round 0, after ``check`` passed)."""
 
 
 @dataclass(frozen=True)

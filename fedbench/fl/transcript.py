@@ -1,103 +1,61 @@
-"""What an honest-but-curious server sees, round by round, and the attack views cut from it.
+"""What the server saw, round by round: the one owner of what is visible to an attacker.
 
-| view             | what it holds                          | open when                      |
-|------------------|----------------------------------------|--------------------------------|
-| ``client_update``| one client's Δ_i (as received) and w_t | the channel reveals updates    |
-| ``aggregate``    | the decoded sum S of a round and w_t   | always                         |
-| ``model_sequence``| w_0 … w_T                             | always (kept on request)       |
-| ``final_model``  | w_T                                    | always                         |
-
-Only the rounds that attacks ask for keep their vectors (memory); every round keeps its
-metadata (who was sampled, who dropped, message sizes).
+The simulation hands every round's full record to :meth:`Transcript.add_round` together with
+the channel the messages travelled through; the Transcript alone decides what to keep: a single
+client's update only when the channel reveals it, vectors only for the rounds an attack asked
+for (memory), metadata (who was sampled, which model each got, who dropped or was rejected and
+why, message sizes) for every round. Attack views (:mod:`fedbench.fl.views`) are cut from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 
+import numpy as np
 import torch
 
-
-class ViewKind(str, Enum):
-    """The views of the threat model, strongest first."""
-
-    CLIENT_UPDATE = "client_update"
-    AGGREGATE = "aggregate"
-    MODEL_SEQUENCE = "model_sequence"
-    FINAL_MODEL = "final_model"
+from fedbench.fl.channel import Channel, EncodedUpdate
+from fedbench.fl.views import AggregateView, ClientUpdateView, FinalModelView, ModelSequenceView
 
 
-@dataclass(frozen=True)
-class ClientUpdateView:
-    """One client's update as the server received it.
-
-    Attributes:
-        round: Round index.
-        client_id: The client.
-        params: The global parameters w_t the client started from (flat).
-        update: Δ_i as received (after the client-side defense stages, scaled by ``weight``).
-        weight: The public aggregation weight the client applied (1.0 for uniform weighting).
-        num_examples: The number of examples the client reported.
-    """
-
-    round: int
-    client_id: int
-    params: torch.Tensor
-    update: torch.Tensor
-    weight: float
-    num_examples: int
-    kind: ViewKind = field(default=ViewKind.CLIENT_UPDATE, init=False)
-
-
-@dataclass(frozen=True)
-class AggregateView:
-    """The decoded sum of one round's updates.
-
-    Attributes:
-        round: Round index.
-        params: w_t (flat).
-        aggregate: S = Σ_i Δ_i (each Δ_i scaled by its weight), before server-side noise.
-        contributors: Ids of the clients in the sum (public: the server knows who took part).
-        num_examples: Total examples reported by the contributors.
-    """
-
-    round: int
-    params: torch.Tensor
-    aggregate: torch.Tensor
-    contributors: tuple[int, ...]
-    num_examples: int
-    kind: ViewKind = field(default=ViewKind.AGGREGATE, init=False)
-
-
-@dataclass(frozen=True)
-class ModelSequenceView:
-    """The global model after every round: ``params[t]`` is w_t (w_0 first, w_T last)."""
-
-    params: tuple[torch.Tensor, ...]
-    kind: ViewKind = field(default=ViewKind.MODEL_SEQUENCE, init=False)
-
-
-@dataclass(frozen=True)
-class FinalModelView:
-    """The released model w_T."""
-
-    params: torch.Tensor
-    kind: ViewKind = field(default=ViewKind.FINAL_MODEL, init=False)
-
-
-View = ClientUpdateView | AggregateView | ModelSequenceView | FinalModelView
+def model_hash(params: torch.Tensor) -> str:
+    """A short fingerprint of a flat parameter vector (which model a client received)."""
+    data = params.detach().cpu().contiguous().numpy().tobytes()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 @dataclass
 class RoundRecord:
-    """The server's record of one round. Vector fields are None for rounds not kept."""
+    """The server's record of one round. Vector fields are None for rounds not kept.
+
+    Attributes:
+        round: Round index.
+        sampled: Clients the server sampled.
+        model_hashes: Fingerprint of the model each sampled client received (one value for
+            every client when the server is honest).
+        contributors: Clients whose updates are in the aggregate.
+        dropped: Clients the channel dropped or excluded, with the protocol stage or reason.
+        rejected: Clients whose update the server refused (NaN/Inf, wrong shape), with why.
+        upload_bytes: Bytes each client sent, all protocol messages included.
+        download_bytes: Bytes each client received from the channel beyond the broadcast.
+        num_examples: Examples each contributor reported.
+        weights: The public aggregation weight each contributor applied.
+        failed: Why the round failed (no aggregate, model unchanged), or None.
+        params: w_t.
+        client_updates: Each contributor's update as the server could read it (kept only when
+            the channel reveals single updates).
+        aggregate: The decoded sum before server-side stages.
+        next_params: w_{t+1}.
+    """
 
     round: int
     sampled: tuple[int, ...]
+    model_hashes: dict[int, str] = field(default_factory=dict)
     contributors: tuple[int, ...] = ()
     dropped: dict[int, str] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
     upload_bytes: dict[int, int] = field(default_factory=dict)
     download_bytes: dict[int, int] = field(default_factory=dict)
     num_examples: dict[int, int] = field(default_factory=dict)
@@ -117,7 +75,6 @@ class Transcript:
         keep_rounds: Rounds whose vectors (w_t, updates, aggregate) are kept; negative indices
             count from the end (-1 = last round).
         keep_model_sequence: Keep w_0 … w_T (for ``model_sequence`` attacks).
-        reveals_client_updates: Whether the channel lets the server read single updates.
     """
 
     def __init__(
@@ -126,12 +83,10 @@ class Transcript:
         rounds: int,
         keep_rounds: Collection[int] = (),
         keep_model_sequence: bool = False,
-        reveals_client_updates: bool,
     ) -> None:
         self.num_rounds = rounds
         self.keep_rounds = {r % rounds if r < 0 else r for r in keep_rounds} if rounds else set()
         self.keep_model_sequence = keep_model_sequence
-        self.reveals_client_updates = reveals_client_updates
         self.rounds: list[RoundRecord] = []
         self.model_sequence: list[torch.Tensor] = []
         self.final_params: torch.Tensor | None = None
@@ -147,23 +102,32 @@ class Transcript:
         if self.keep_model_sequence:
             self.model_sequence.append(vector)
 
-    def add_round(self, record: RoundRecord) -> None:
-        """Append one round's record, dropping vectors the server could not see."""
-        if not self.reveals_client_updates:
-            record.client_updates = None
+    def add_round(
+        self,
+        record: RoundRecord,
+        *,
+        channel: Channel,
+        messages: Mapping[int, EncodedUpdate] | None = None,
+    ) -> None:
+        """Append one round's record, keeping only what the server could see and was asked for.
+
+        Args:
+            record: The round as it happened (without ``client_updates``).
+            channel: The channel the messages travelled through; it says what one message
+                reveals.
+            messages: The messages the server received, by client.
+        """
         if not self.keeps(record.round):
             record.params = record.aggregate = record.next_params = None
             record.client_updates = None
+        else:
+            record.params = _cpu_copy(record.params)
+            record.aggregate = _cpu_copy(record.aggregate)
+            record.next_params = _cpu_copy(record.next_params)
+            record.client_updates = _revealed(channel, messages or {}, record.contributors)
         self.rounds.append(record)
 
     # -- views -----------------------------------------------------------------------------
-
-    def open_views(self) -> set[ViewKind]:
-        """The views this run leaves open to an attacker."""
-        opened = {ViewKind.AGGREGATE, ViewKind.MODEL_SEQUENCE, ViewKind.FINAL_MODEL}
-        if self.reveals_client_updates:
-            opened.add(ViewKind.CLIENT_UPDATE)
-        return opened
 
     def _kept_round(self, round_index: int) -> RoundRecord:
         index = round_index % self.num_rounds if round_index < 0 else round_index
@@ -180,10 +144,10 @@ class Transcript:
         self, round_index: int, client_id: int | None = None
     ) -> ClientUpdateView:
         """One client's update (the first contributor unless ``client_id`` is given)."""
-        if not self.reveals_client_updates:
-            raise PermissionError("the channel hides single client updates from the server")
         record = self._kept_round(round_index)
-        assert record.client_updates is not None and record.params is not None
+        if record.client_updates is None:
+            raise PermissionError("the channel hides single client updates from the server")
+        assert record.params is not None
         cid = record.contributors[0] if client_id is None else client_id
         if cid not in record.client_updates:
             raise KeyError(f"client {cid} did not contribute to round {record.round}")
@@ -219,3 +183,22 @@ class Transcript:
         if self.final_params is None:
             raise KeyError("no model was recorded")
         return FinalModelView(params=self.final_params)
+
+
+def _cpu_copy(vector: torch.Tensor | None) -> torch.Tensor | None:
+    return None if vector is None else vector.detach().cpu().clone()
+
+
+def _revealed(
+    channel: Channel, messages: Mapping[int, EncodedUpdate], contributors: tuple[int, ...]
+) -> dict[int, torch.Tensor] | None:
+    """What the server can read of each contributor's message, or None when the channel hides
+    single updates."""
+    if not channel.reveals_client_updates:
+        return None
+    updates = {}
+    for cid in contributors:
+        revealed = channel.reveal(messages[cid])
+        if revealed is not None:
+            updates[cid] = torch.from_numpy(np.array(revealed))
+    return updates

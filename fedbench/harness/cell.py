@@ -1,384 +1,230 @@
-"""Run one cell: build data, model and defenses, simulate, run the attacks, make records."""
+"""Run one cell: build its parts, simulate, run the attacks on the views the threat model opens,
+and write its records."""
 
 from __future__ import annotations
 
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedbench.attacks.base import Attack, AttackerKnowledge, GroundTruth
-from fedbench.config import ExperimentConfig
-from fedbench.data.federated import FederatedData, federate
+from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
+from fedbench.data.federated import FederatedData
+from fedbench.data.membership import Canaries, membership_candidates
 from fedbench.data.tensors import TensorData
-from fedbench.defenses.base import Defense
-from fedbench.errors import DataError
+from fedbench.defense import Defense
+from fedbench.fl.phases import RoundSummary
 from fedbench.fl.pipeline import Pipeline
-from fedbench.fl.simulation import PrivateLog, Simulation, SimulationResult, recipe_from
-from fedbench.fl.transcript import Transcript, View, ViewKind
-from fedbench.harness.environment import git_commit, host, versions
+from fedbench.fl.simulation import Simulation, SimulationResult
+from fedbench.fl.threat import ThreatModel
+from fedbench.fl.views import View, ViewKind
+from fedbench.harness.build import build_defenses, cell_data, model_factory
+from fedbench.harness.records import Row
 from fedbench.harness.suite import Cell
+from fedbench.harness.writer import RecordWriter
 from fedbench.metrics.base import Metric
-from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS
+from fedbench.registry import ATTACKS
 from fedbench.seeding import Streams
 
 
-def build_data(cfg: ExperimentConfig, streams: Streams) -> FederatedData:
-    """Load and split the experiment's dataset (partition stream)."""
-    dataset = DATASETS.create(cfg.data.name, cfg.data.params)
-    partitioner = PARTITIONERS.create(cfg.partition.name, cfg.partition.params)
-    return federate(
-        dataset,
-        partitioner=partitioner,
-        num_clients=cfg.fl.num_clients,
-        test_fraction=cfg.split.test_fraction,
-        population_fraction=cfg.split.population_fraction,
-        max_train_examples=cfg.split.max_train_examples,
-        rng=streams.numpy("partition"),
-    )
-
-
-def model_factory(
-    cfg: ExperimentConfig, data: FederatedData, streams: Streams
-) -> Callable[[], nn.Module]:
-    """A factory that builds the model with the same initialisation every call.
-
-    Initialisation draws from the "model_init" stream inside ``fork_rng``, so torch's global
-    random state is left as it was.
-    """
-    seed = streams.integer_seed("model_init")
-
-    def build() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model: nn.Module = MODELS.create(
-                cfg.model.name, cfg.model.params,
-                in_shape=data.input_shape, num_classes=data.num_classes,
-            )
-        return model
-
-    return build
-
-
-def membership_candidates(
-    data: FederatedData, private: PrivateLog, limit: int, rng: np.random.Generator,
-    members: TensorData | None = None,
-) -> tuple[TensorData, np.ndarray]:
-    """Members (examples of clients that contributed) and as many test non-members, shuffled.
-
-    ``members`` replaces the member pool, e.g. by the examples behind the one client update an
-    attack sees. The returned records carry renumbered ids (0..n-1) so that ids reveal nothing.
-    """
-    if members is None:
-        members_pool = [data.clients[c] for c in sorted(private.participants)]
-        if not members_pool:
-            raise ValueError("no client contributed to training, so there are no members")
-        members = members_pool[0]
-        for part in members_pool[1:]:
-            members = members.concat(part)
-    count = min(limit, len(members), len(data.test))
-    chosen_members = members.subset(rng.choice(len(members), size=count, replace=False))
-    chosen_non = data.test.subset(rng.choice(len(data.test), size=count, replace=False))
-    both = chosen_members.concat(chosen_non)
-    labels = np.concatenate([np.ones(count, dtype=int), np.zeros(count, dtype=int)])
-    order = rng.permutation(2 * count)
-    shuffled = both.subset(order)
-    return TensorData(shuffled.x, shuffled.y, torch.arange(2 * count)), labels[order]
-
-
 @dataclass(frozen=True)
-class Canaries:
-    """Canary records and whether each was kept in training (an independent fair coin)."""
+class PlannedAttack:
+    """An attack of the cell and the view it will use (None: every view it needs is closed)."""
 
-    records: TensorData
-    included: np.ndarray
-
-
-def insert_canaries(
-    data: FederatedData, count: int, rng: np.random.Generator
-) -> tuple[FederatedData, Canaries]:
-    """Draw ``count`` canaries from the clients' data; remove those whose coin says "out".
-
-    The coins are flipped before training, so membership is independent of everything the
-    training does, as the one-run audit (Steinke, Nasr, Jagielski 2023) requires.
-    """
-    owner = np.concatenate([np.full(len(c), i) for i, c in enumerate(data.clients)])
-    position = np.concatenate([np.arange(len(c)) for c in data.clients])
-    if count > len(owner):
-        raise DataError(f"canaries: {count} requested but the clients hold {len(owner)} examples")
-    chosen = rng.choice(len(owner), size=count, replace=False)
-    included = rng.integers(0, 2, size=count)
-    removed: dict[int, set[int]] = {}
-    for pick, keep in zip(chosen, included, strict=True):
-        if not keep:
-            removed.setdefault(int(owner[pick]), set()).add(int(position[pick]))
-    clients = []
-    for i, client in enumerate(data.clients):
-        keep_rows = np.array([p for p in range(len(client)) if p not in removed.get(i, set())])
-        if len(keep_rows) == 0:
-            raise DataError(f"canaries: removing the 'out' canaries leaves client {i} no data")
-        clients.append(client.subset(keep_rows))
-    records = [data.clients[int(owner[p])].subset(np.array([position[p]])) for p in chosen]
-    pooled = records[0]
-    for record in records[1:]:
-        pooled = pooled.concat(record)
-    renumbered = TensorData(pooled.x, pooled.y, torch.arange(count))
-    return replace(data, clients=clients), Canaries(renumbered, included.astype(int))
-
-
-def examples_by_id(data: FederatedData, ids: torch.Tensor) -> TensorData:
-    """The client examples with the given global ids, in the order of ``ids``."""
-    pool = data.clients[0]
-    for part in data.clients[1:]:
-        pool = pool.concat(part)
-    position = {int(i): p for p, i in enumerate(pool.ids.tolist())}
-    return pool.subset(np.array([position[int(i)] for i in ids.tolist()], dtype=np.int64))
-
-
-@dataclass
-class _Planned:
     name: str
     attack: Attack
     view: ViewKind | None
 
 
-def _view_and_truth(
-    plan: _Planned, sim: SimulationResult, data: FederatedData
-) -> tuple[View, GroundTruth]:
-    transcript = sim.transcript
-    round_index = plan.attack.target_round
-    if plan.view == ViewKind.CLIENT_UPDATE:
-        single = transcript.client_update_view(
-            round_index, getattr(plan.attack, "target_client", None)
-        )
-        ids = sim.private.used_ids[(single.round, single.client_id)]
-        return single, GroundTruth(examples=examples_by_id(data, ids))
-    if plan.view == ViewKind.AGGREGATE:
-        agg = transcript.aggregate_view(round_index)
-        ids = torch.cat([sim.private.used_ids[(agg.round, c)] for c in agg.contributors])
-        return agg, GroundTruth(examples=examples_by_id(data, ids))
-    if plan.view == ViewKind.MODEL_SEQUENCE:
-        return transcript.model_sequence_view(), GroundTruth()
-    return transcript.final_model_view(), GroundTruth()
+def plan_attacks(attacks: list[tuple[str, Attack]], threat: ThreatModel) -> list[PlannedAttack]:
+    """Each attack with the strongest of its views that the threat model leaves open."""
+    opened = threat.open_views()
+    return [PlannedAttack(name, a, a.choose_view(opened)) for name, a in attacks]
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def run_metrics(sim: SimulationResult) -> list[Metric]:
+    """Utility and cost of the run (accuracy, failures, bytes, aggregation time ratios)."""
+    history = sim.history
+    last_eval = next(r for r in reversed(history) if r.accuracy is not None)
+    failed = sum(1 for r in history if r.failed)
+    completed = len(history) - failed
+    contributions = sum(r.contributors for r in history)
+    upload = sum(r.upload_bytes for r in history)
+    # Per client that sent anything: dropped clients' protocol messages count for them.
+    uploaders = sum(r.uploaders for r in history)
+    final = sim.transcript.final_params
+    dim = final.numel() if final is not None else 0
+    why = "" if completed and uploaders else "not measurable: no round completed"
+    per_client = _ratio(upload, uploaders)
+    assert last_eval.accuracy is not None and last_eval.loss is not None
+    return [
+        Metric("accuracy", last_eval.accuracy, True, kind="utility"),
+        Metric("test_loss", last_eval.loss, False, kind="utility"),
+        Metric("rounds_failed", failed, False, kind="utility"),
+        Metric("clients_dropped", sum(r.dropped for r in history), False, kind="utility"),
+        Metric("upload_bytes_per_client", per_client, False, kind="cost", unit="bytes",
+               note=why),
+        Metric("upload_bytes_per_param", _ratio(per_client or 0.0, dim) if per_client else None,
+               False, kind="cost", unit="bytes", note=why),
+        Metric("aggregate_seconds_per_round",
+               _ratio(sim.timings["channel_aggregate"], completed),
+               False, kind="cost", unit="s", timing=True, note=why),
+        aggregation_time_ratio(history, why),
+        Metric("encode_seconds_per_client", _ratio(sim.timings["channel_encode"], contributions),
+               False, kind="cost", unit="s", timing=True, note=why),
+        Metric("num_params", dim, None, kind="info"),
+    ]
+
+
+def aggregation_time_ratio(history: list[RoundSummary], why: str) -> Metric:
+    """Median server aggregation time over the median time of a plaintext sum of the same
+    updates, timed right after it in each round (same data, same machine, same moment).
+
+    Medians over the completed rounds: one round preempted by another process (cells share
+    the machine under --jobs) must not decide a ratio of millisecond timings.
+    """
+    timed = [
+        r for r in history
+        if not r.failed and r.aggregate_seconds is not None
+        and r.plaintext_aggregate_seconds is not None
+    ]
+    aggregated = median(r.aggregate_seconds or 0.0 for r in timed) if timed else 0.0
+    plain = median(r.plaintext_aggregate_seconds or 0.0 for r in timed) if timed else 0.0
+    return Metric(
+        "aggregation_time_ratio", _ratio(aggregated, plain), False, kind="cost", unit="×",
+        timing=True,
+        note=why or "median server aggregation time / median time of a plaintext sum of the "
+                    "same updates, over the rounds",
+    )
 
 
 class CellRun:
     """Executes one cell and produces its records."""
 
-    def __init__(self, cell: Cell, *, figures_dir: Path | None = None, progress: bool = False):
+    def __init__(
+        self, cell: Cell, *, figures_dir: Path | None = None, progress: bool = False
+    ) -> None:
         self.cell = cell
         self.cfg = cell.config
         self.figures_dir = figures_dir
         self.progress = progress
-        self.run_id = uuid.uuid4().hex
-        self.rows: list[dict[str, Any]] = []
-        self.insecure: list[str] = []
-        self.irreproducible: list[str] = []
+        self.writer = RecordWriter(cell)
+        self.defenses: list[tuple[str, Defense]] = []
         self.canaries: Canaries | None = None
 
-    def _row(
-        self, metric: Metric, *, source: str, attack: str | None = None, view: str | None = None,
-        status: str = "ok",
-    ) -> None:
-        self.rows.append({
-            "type": "metric",
-            "run": self.run_id,
-            **self.cell.keys(),
-            "source": source,
-            "attack": attack,
-            "view": view,
-            "metric": metric.name,
-            "value": None if metric.value is None else float(metric.value),
-            "higher_is_better": metric.higher_is_better,
-            "kind": metric.kind,
-            "unit": metric.unit,
-            "note": metric.note,
-            "timing": metric.timing,
-            "status": status,
-        })
-
-    def execute(self) -> list[dict[str, Any]]:
+    def execute(self) -> list[Row]:
         """Run the cell; always returns rows ending with the ``cell`` row (ok or failed)."""
         started = time.time()
         tick = time.perf_counter()
-        status, error, trace = "ok", None, None
         threads = torch.get_num_threads()
         torch.set_num_threads(self.cfg.threads)
         try:
             self._execute()
         except Exception as err:  # a failed cell is recorded, and reruns on resume
-            status = "failed"
-            error = "".join(traceback.format_exception_only(type(err), err)).strip()
-            trace = traceback.format_exc()[-4000:]
-            self.rows = []
+            return self.writer.finish(
+                status="failed",
+                error="".join(traceback.format_exception_only(type(err), err)).strip(),
+                traceback=traceback.format_exc()[-4000:],
+                started=started,
+                duration_s=time.perf_counter() - tick,
+            )
         finally:
             torch.set_num_threads(threads)
-        insecure = "; ".join(self.insecure) or None
-        irreproducible = "; ".join(self.irreproducible) or None
-        for row in self.rows:
-            row["insecure"] = insecure
-            row["irreproducible"] = irreproducible
-        self.rows.append({
-            "type": "cell",
-            "run": self.run_id,
-            **self.cell.keys(),
-            "label": self.cell.label,
-            "status": status,
-            "error": error,
-            "traceback": trace,
-            "insecure": insecure,
-            "irreproducible": irreproducible,
-            "config": self.cfg.model_dump(mode="json"),
-            "seeds": {"seed": self.cfg.seed},
-            "versions": versions(),
-            "git_commit": git_commit(),
-            "host": host(),
-            "started": started,
-            "duration_s": time.perf_counter() - tick,
-        })
-        return self.rows
+        # Read after the run: a defense knows whether it is insecure once set-up has seen it.
+        insecure = [f"{n}: {d.insecure}" for n, d in self.defenses if d.insecure]
+        varies = [f"{n}: {d.irreproducible}" for n, d in self.defenses if d.irreproducible]
+        return self.writer.finish(
+            status="ok",
+            started=started,
+            duration_s=time.perf_counter() - tick,
+            insecure="; ".join(insecure) or None,
+            irreproducible="; ".join(varies) or None,
+        )
 
     def _execute(self) -> None:
         cfg = self.cfg
         streams = Streams(cfg.seed)
-        data = build_data(cfg, streams)
-        if cfg.canaries:
-            data, self.canaries = insert_canaries(data, cfg.canaries, streams.numpy("canaries"))
+        data, self.canaries = cell_data(cfg, streams)
         factory = model_factory(cfg, data, streams)
-        defenses: list[tuple[str, Defense]] = [
-            (d.name, DEFENSES.create(d.name, d.params)) for d in cfg.defenses
-        ]
-        self.insecure = [f"{n}: {d.insecure}" for n, d in defenses if d.insecure]
-        self.irreproducible = [f"{n}: {d.irreproducible}" for n, d in defenses if d.irreproducible]
-        pipeline = Pipeline(defenses)
-        plans = [_Planned(a.name, ATTACKS.create(a.name, a.params), None) for a in cfg.attacks]
-        reveals = pipeline.channel.reveals_client_updates
-        open_views = Transcript(rounds=cfg.fl.rounds, reveals_client_updates=reveals).open_views()
-        for plan in plans:
-            plan.view = plan.attack.choose_view(open_views)
-        per_round = {ViewKind.CLIENT_UPDATE, ViewKind.AGGREGATE}
-        transcript = Transcript(
+        self.defenses = build_defenses(cfg)
+        pipeline = Pipeline(self.defenses)
+        threat = ThreatModel(channel=pipeline.channel)
+        plans = plan_attacks(
+            [(a.name, ATTACKS.create(a.name, a.params)) for a in cfg.attacks], threat
+        )
+        transcript = threat.transcript(
             rounds=cfg.fl.rounds,
-            keep_rounds={p.attack.target_round for p in plans if p.view in per_round},
-            keep_model_sequence=any(p.view == ViewKind.MODEL_SEQUENCE for p in plans),
-            reveals_client_updates=reveals,
+            wanted=[(p.view, p.attack.target) for p in plans if p.view is not None],
         )
         sim = Simulation(
             model_factory=factory, data=data, fl=cfg.fl, pipeline=pipeline, streams=streams,
-            transcript=transcript, device=cfg.device, progress=self.progress,
+            transcript=transcript, cost_baseline=True, device=cfg.device,
+            progress=self.progress,
         ).run()
-        self._run_metrics(sim, data)
-        for name, defense in defenses:
+        for metric in run_metrics(sim):
+            self.writer.metric(metric, source="fl")
+        for name, defense in self.defenses:
             self._defense_metrics(name, defense)
         for index, plan in enumerate(plans):
-            self._attack(index, plan, sim, data, factory, streams)
-
-    def _run_metrics(self, sim: SimulationResult, data: FederatedData) -> None:
-        history = sim.history
-        last_eval = next(r for r in reversed(history) if "accuracy" in r)
-        failed = sum(1 for r in history if r.get("failed"))
-        completed = len(history) - failed
-        contributions = sum(r.get("contributors", 0) for r in history)
-        upload = sum(r.get("upload_bytes", 0) for r in history)
-        # Per client that sent anything: dropped clients' protocol messages count for them.
-        uploaders = sum(r.get("uploaders", 0) for r in history)
-        dim = sim.transcript.final_params.numel() if sim.transcript.final_params is not None else 0
-        # Against the plaintext sum of the same updates, timed right after each round's
-        # aggregation: same data, same machine, same moment.
-        # Medians over the completed rounds: one round preempted by another process (cells
-        # share the machine under --jobs) must not decide a ratio of millisecond timings.
-        timed = [r for r in history if not r.get("failed") and "aggregate_seconds" in r]
-        aggregated = median(r["aggregate_seconds"] for r in timed) if timed else 0.0
-        plain = median(r["plaintext_aggregate_seconds"] for r in timed) if timed else 0.0
-
-        def ratio(num: float, den: float) -> float | None:
-            return num / den if den > 0 else None
-
-        why = "" if completed and uploaders else "not measurable: no round completed"
-        per_client = ratio(upload, uploaders)
-        for metric in (
-            Metric("accuracy", last_eval["accuracy"], True, kind="utility"),
-            Metric("test_loss", last_eval["loss"], False, kind="utility"),
-            Metric("rounds_failed", failed, False, kind="utility"),
-            Metric("clients_dropped", sum(r.get("dropped", 0) for r in history), False,
-                   kind="utility"),
-            Metric("upload_bytes_per_client", per_client, False, kind="cost", unit="bytes",
-                   note=why),
-            Metric("upload_bytes_per_param", ratio(per_client or 0.0, dim) if per_client else None,
-                   False, kind="cost", unit="bytes", note=why),
-            Metric("aggregate_seconds_per_round", ratio(sim.timings["channel_aggregate"],
-                                                        completed),
-                   False, kind="cost", unit="s", timing=True, note=why),
-            Metric("aggregation_time_ratio", ratio(aggregated, plain), False,
-                   kind="cost", unit="×", timing=True,
-                   note=why or "median server aggregation time / median time of a "
-                               "plaintext sum of the same updates, over the rounds"),
-            Metric("encode_seconds_per_client", ratio(sim.timings["channel_encode"],
-                                                      contributions),
-                   False, kind="cost", unit="s", timing=True, note=why),
-            Metric("num_params", dim, None, kind="info"),
-        ):
-            self._row(metric, source="fl")
+            self._attack(index, plan, threat, sim, data, streams, factory)
 
     def _defense_metrics(self, name: str, defense: Defense) -> None:
+        source = f"defense:{name}"
         report = defense.privacy_spent(self.cfg.delta)
         if report is not None:
-            note = (
-                f"δ={report.delta:g}, {report.level}-level, accountant={report.accountant}, "
-                f"secure_mode={report.secure_mode}" + (f"; {report.note}" if report.note else "")
+            self.writer.metric(
+                Metric("epsilon", report.epsilon, False, kind="privacy", note=report.note),
+                source=source, privacy=report,
             )
-            self._row(Metric("epsilon", report.epsilon, False, kind="privacy", note=note),
-                      source=f"defense:{name}")
         for metric in defense.metrics():
-            self._row(metric, source=f"defense:{name}")
+            self.writer.metric(metric, source=source)
+
+    def _not_applicable(self, plan: PlannedAttack, reason: str) -> None:
+        self.writer.metric(
+            Metric("applicable", None, None, note=f"not applicable: {reason}"),
+            source=f"attack:{plan.name}", attack=plan.name, view=plan.view,
+            status="not_applicable",
+        )
 
     def _attack(
         self,
         index: int,
-        plan: _Planned,
+        plan: PlannedAttack,
+        threat: ThreatModel,
         sim: SimulationResult,
         data: FederatedData,
-        factory: Callable[[], nn.Module],
         streams: Streams,
+        factory: Callable[[], nn.Module],
     ) -> None:
-        source = f"attack:{plan.name}"
         if plan.view is None:
             wanted = ", ".join(v.value for v in plan.attack.views)
-            reason = f"not applicable: needs one of [{wanted}], the defenses leave none open"
-            self._row(Metric("applicable", None, None, note=reason), source=source,
-                      attack=plan.name, status="not_applicable")
+            self._not_applicable(plan, f"needs one of [{wanted}], the defenses leave none open")
             return
         try:
-            view, truth = _view_and_truth(plan, sim, data)
-        except KeyError as err:
-            self._row(Metric("applicable", None, None, note=f"not applicable: {err.args[0]}"),
-                      source=source, attack=plan.name, view=plan.view.value,
-                      status="not_applicable")
-            return
-        # An attack on one client's update asks "was x in this update?", so its members are the
-        # examples behind that update rather than every participant's data.
-        behind = truth.examples if plan.view == ViewKind.CLIENT_UPDATE else None
-        if self.canaries is not None:
-            candidates, membership = self.canaries.records, self.canaries.included
-        else:
-            candidates, membership = membership_candidates(
-                data, sim.private, self.cfg.mia_candidates, streams.numpy("candidates"), behind
+            view, truth = threat.view(
+                plan.view, plan.attack.target, transcript=sim.transcript, private=sim.private,
+                data=data,
             )
+        except (KeyError, PermissionError) as err:
+            self._not_applicable(plan, str(err.args[0]))
+            return
+        candidates, membership = self._candidates(plan, truth, sim, data, streams)
         knowledge = AttackerKnowledge(
             model_factory=factory,
             input_shape=data.input_shape,
             num_classes=data.num_classes,
             data_kind=data.kind,
-            recipe=recipe_from(self.cfg.fl),
-            fl=self.cfg.fl.model_dump(mode="json"),
+            fl=self.cfg.fl,
             defenses={d.name: d.params for d in self.cfg.defenses},
             population=data.population,
             candidates=candidates,
@@ -386,25 +232,48 @@ class CellRun:
             seed=streams.integer_seed("attack", index),
             client_sizes=tuple(len(c) for c in data.clients),
         )
-        truth = GroundTruth(
-            examples=truth.examples, membership=membership, canaries=self.canaries is not None
-        )
+        truth = replace(truth, membership=membership, canaries=self.canaries is not None)
         tick = time.perf_counter()
         result = plan.attack.run(view, knowledge)
         seconds = time.perf_counter() - tick
+        self._score(plan, view, result, truth, seconds)
+
+    def _candidates(
+        self, plan: PlannedAttack, truth: GroundTruth, sim: SimulationResult,
+        data: FederatedData, streams: Streams,
+    ) -> tuple[TensorData, np.ndarray]:
+        """The records a membership attack scores, and their membership."""
+        if self.canaries is not None:
+            return self.canaries.records, self.canaries.included
+        # An attack on one client's update asks "was x in this update?", so its members are the
+        # examples behind that update rather than every participant's data.
+        behind = truth.examples if plan.view == ViewKind.CLIENT_UPDATE else None
+        return membership_candidates(
+            data, sim.private.participants, self.cfg.mia_candidates,
+            streams.numpy("candidates"), behind,
+        )
+
+    def _score(
+        self, plan: PlannedAttack, view: View, result: AttackResult, truth: GroundTruth,
+        seconds: float,
+    ) -> None:
+        source = f"attack:{plan.name}"
         for metric in plan.attack.score(result, truth):
-            self._row(metric, source=source, attack=plan.name, view=plan.view.value)
-        self._row(Metric("attack_seconds", seconds, None, kind="cost", unit="s", timing=True),
-                  source=source, attack=plan.name, view=plan.view.value)
-        if self.figures_dir is not None:
-            folder = self.figures_dir / self.cell.id
-            for path in plan.attack.figures(result, truth, folder):
-                self._row(Metric("figure", None, None, note=str(path)), source=source,
-                          attack=plan.name, view=plan.view.value)
+            self.writer.metric(metric, source=source, attack=plan.name, view=view.kind)
+        self.writer.metric(
+            Metric("attack_seconds", seconds, None, kind="cost", unit="s", timing=True),
+            source=source, attack=plan.name, view=view.kind,
+        )
+        if self.figures_dir is None:
+            return
+        folder = self.figures_dir / self.cell.id
+        for path in plan.attack.figures(result, truth, folder):
+            self.writer.metric(Metric("figure", None, None), source=source, attack=plan.name,
+                               view=view.kind, path=str(path))
 
 
 def run_cell(
     cell: Cell, *, figures_dir: Path | None = None, progress: bool = False
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """Execute ``cell`` and return its records (metric rows, then one ``cell`` row)."""
     return CellRun(cell, figures_dir=figures_dir, progress=progress).execute()

@@ -20,6 +20,7 @@ import pandas as pd
 from fedbench.config import Tolerance, Tolerances
 from fedbench.errors import ResultsError
 from fedbench.harness.records import RecordSet
+from fedbench.harness.schema import MetricRecord
 
 
 @dataclass(frozen=True)
@@ -88,29 +89,25 @@ def judge(
     return "within tolerance", allowed
 
 
-def _comparable(row: dict[str, Any]) -> bool:
+def _comparable(row: MetricRecord) -> bool:
     # Seconds depend on the machine; figures and markers carry no value.
-    return not (row.get("timing") and row.get("unit") == "s") and row.get("metric") != "figure"
+    return not (row.timing and row.unit == "s") and row.metric != "figure"
 
 
-def _index(records: RecordSet) -> dict[tuple[str, str, str], dict[str, Any]]:
-    out = {}
-    for row in records.metrics:
-        if _comparable(row):
-            out[(row["cell"], row.get("source") or "", row["metric"])] = row
-    return out
+def _index(records: RecordSet) -> dict[tuple[str, str, str], MetricRecord]:
+    return {(r.cell, r.source, r.metric): r for r in records.metrics if _comparable(r)}
 
 
-def _label(row: dict[str, Any]) -> str:
-    grid = "".join(f"/{k}={v}" for k, v in (row.get("grid") or {}).items())
-    return f"{row.get('experiment')}/{row.get('defense')}{grid}/seed={row.get('seed')}"
+def _label(row: MetricRecord) -> str:
+    grid = "".join(f"/{k}={v}" for k, v in row.grid.items())
+    return f"{row.experiment}/{row.defense}{grid}/seed={row.seed}"
 
 
 def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> Comparison:
     """Compare two record sets cell by cell."""
     result = Comparison()
-    labels_old = {c: r.get("label", c) for c, r in old.cells.items()}
-    labels_new = {c: r.get("label", c) for c, r in new.cells.items()}
+    labels_old = {c: r.label for c, r in old.cells.items()}
+    labels_new = {c: r.label for c, r in new.cells.items()}
     result.missing_in_new = sorted(labels_old[c] for c in set(old.cells) - set(new.cells))
     result.only_in_new = sorted(labels_new[c] for c in set(new.cells) - set(old.cells))
     old_rows, new_rows = _index(old), _index(new)
@@ -120,19 +117,16 @@ def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> C
         after = new_rows.get(key)
         where = f"{_label(before)} {key[1]}".strip()
         if after is None:
-            result.changes.append(Change(where, key[2], before.get("value"), None, 0.0,
+            result.changes.append(Change(where, key[2], before.value, None, 0.0,
                                          "not comparable"))
-            if before.get("status") == "ok":
+            if before.status == "ok":
                 result.missing_in_new.append(f"{where}: {key[2]}")
             continue
-        tolerance = tolerances.for_metric(key[2], str(before.get("kind", "info")))
-        verdict, allowed = judge(
-            before.get("value"), after.get("value"), before.get("higher_is_better"), tolerance
-        )
-        irreproducible = before.get("irreproducible") or after.get("irreproducible")
+        tolerance = tolerances.for_metric(key[2], before.kind)
+        verdict, allowed = judge(before.value, after.value, before.higher_is_better, tolerance)
+        irreproducible = before.irreproducible or after.irreproducible
         result.changes.append(Change(
-            where, key[2], before.get("value"), after.get("value"), allowed, verdict,
-            irreproducible,
+            where, key[2], before.value, after.value, allowed, verdict, irreproducible,
         ))
     return result
 

@@ -13,13 +13,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any
 
 from fedbench.errors import ConfigError
 from fedbench.harness.cell import run_cell
+from fedbench.harness.records import Row
 from fedbench.harness.suite import Cell
 
-Rows = list[dict[str, Any]]
+Rows = list[Row]
 
 
 class Executor(ABC):

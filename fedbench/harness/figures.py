@@ -41,6 +41,44 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+Panel = tuple[pd.DataFrame, str, str]  # (points, metric, axis title)
+
+
+def _trade_off_panels(frame: pd.DataFrame) -> list[tuple[str, list[Panel]]]:
+    """Per experiment whose accuracy varies, the (privacy measure, accuracy) point sets."""
+    accuracy = _per_row(frame, "accuracy", "fl", "mean")
+    measures = [("epsilon", "defense", "ε (lower is more private)")]
+    measures += [(m, "attack", title) for m, title in _ATTACK_SUCCESS]
+    grid: list[tuple[str, list[Panel]]] = []
+    for experiment in dict.fromkeys(frame["experiment"]):
+        acc = accuracy[accuracy.index.get_level_values("experiment") == experiment]
+        if acc.nunique() < 2:
+            continue
+        row = []
+        for metric, family, title in measures:
+            x = _per_row(frame, metric, family, "max")
+            joined = pd.DataFrame({"x": x, "accuracy": acc}).dropna()
+            if len(joined) >= 2:
+                row.append((joined.reset_index(), metric, title))
+        if row:
+            grid.append((str(experiment), row))
+    return grid
+
+
+def _draw_trade_off(ax: plt.Axes, experiment: str, panel: Panel) -> None:
+    joined, metric, title = panel
+    sns.scatterplot(data=joined, x="x", y="accuracy", ax=ax, s=60)
+    for _, point in joined.iterrows():
+        ax.annotate(_label((point["experiment"], point["defense"], point["sweep"])),
+                    (point["x"], point["accuracy"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    if metric == "epsilon":
+        ax.set_xscale("log")
+    ax.set_xlabel(title)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(experiment)
+
+
 def privacy_utility(records: RecordSet, path: Path) -> Path | None:
     """Accuracy against ε and against attack success: one row of panels per experiment.
 
@@ -48,45 +86,17 @@ def privacy_utility(records: RecordSet, path: Path) -> Path | None:
     inversion) carry no trade-off and are left out; :func:`attack_success` shows them.
     """
     frame = metric_frame(records)
-    if frame.empty:
-        return None
-    accuracy = _per_row(frame, "accuracy", "fl", "mean")
-    panels = [("epsilon", "defense", "ε (lower is more private)")]
-    panels += [(m, "attack", title) for m, title in _ATTACK_SUCCESS]
-    grid: list[tuple[str, list[tuple[pd.DataFrame, str, str]]]] = []
-    for experiment in dict.fromkeys(frame["experiment"]):
-        acc = accuracy[accuracy.index.get_level_values("experiment") == experiment]
-        if acc.nunique() < 2:
-            continue
-        row = []
-        for metric, family, title in panels:
-            x = _per_row(frame, metric, family, "max")
-            joined = pd.DataFrame({"x": x, "accuracy": acc}).dropna()
-            if len(joined) >= 2:
-                row.append((joined.reset_index(), metric, title))
-        if row:
-            grid.append((str(experiment), row))
+    grid = _trade_off_panels(frame) if not frame.empty else []
     if not grid:
         return None
     width = max(len(row) for _, row in grid)
     fig, axes = plt.subplots(len(grid), width, figsize=(5 * width, 4 * len(grid)), squeeze=False)
     for r, (experiment, row) in enumerate(grid):
         for c in range(width):
-            ax = axes[r][c]
-            if c >= len(row):
-                ax.axis("off")
-                continue
-            joined, metric, title = row[c]
-            sns.scatterplot(data=joined, x="x", y="accuracy", ax=ax, s=60)
-            for _, point in joined.iterrows():
-                ax.annotate(_label((point["experiment"], point["defense"], point["sweep"])),
-                            (point["x"], point["accuracy"]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
-            if metric == "epsilon":
-                ax.set_xscale("log")
-            ax.set_xlabel(title)
-            ax.set_ylabel("test accuracy")
-            ax.set_title(experiment)
+            if c < len(row):
+                _draw_trade_off(axes[r][c], experiment, row[c])
+            else:
+                axes[r][c].axis("off")
     fig.suptitle("Privacy–utility trade-off")
     return _save(fig, path)
 

@@ -1,22 +1,20 @@
 """The DP table: every ε with its δ, level, accountant and whether secure mode was on.
 
 The main table shows ε next to attack success; this one says exactly what each ε means, as the
-defense reported it (``PrivacyReport``, recorded in the ``epsilon`` row's note).
+defense reported it (the ``PrivacyReport`` terms are fields of the ``epsilon`` record).
 """
 
 from __future__ import annotations
-
-import re
 
 import pandas as pd
 
 from fedbench.harness.records import RecordSet
 from fedbench.harness.tables import ROW_KEYS, metric_frame
 
-_FIELDS = re.compile(
-    r"δ=(?P<delta>[^,]+), (?P<level>\w+)-level, accountant=(?P<accountant>\w+), "
-    r"secure_mode=(?P<secure>\w+)(?:; (?P<rest>.*))?"
-)
+
+def _first(group: pd.DataFrame, column: str) -> str:
+    values = group[column].dropna()
+    return "" if values.empty else str(values.iloc[0])
 
 
 def privacy_table(records: RecordSet) -> pd.DataFrame:
@@ -28,20 +26,19 @@ def privacy_table(records: RecordSet) -> pd.DataFrame:
     out = []
     for key, group in rows.groupby([*ROW_KEYS, "source"], sort=False):
         values = group["value"].astype(float)
-        terms = _FIELDS.match(str(group["note"].iloc[0]))
         shown = f"{values.mean():.3g}" + (f" ± {values.std(ddof=1):.2g}" if len(values) > 1 else "")
+        delta = group["delta"].dropna()
         out.append({
             "experiment": key[0],
             "defense": key[1] + (f" [{key[2]}]" if key[2] else ""),
             "mechanism": str(key[3]).removeprefix("defense:"),
             "ε": shown,
-            "δ": terms["delta"] if terms else "",
-            "level": terms["level"] if terms else "",
-            "accountant": terms["accountant"] if terms else "",
-            "secure mode": terms["secure"] if terms else "",
-            "insecure": str(group["insecure"].dropna().iloc[0]) if group["insecure"].notna().any()
-            else "",
-            "details": (terms["rest"] or "") if terms else str(group["note"].iloc[0]),
+            "δ": f"{float(delta.iloc[0]):g}" if not delta.empty else "",
+            "level": _first(group, "level"),
+            "accountant": _first(group, "accountant"),
+            "secure mode": _first(group, "secure_mode"),
+            "insecure": _first(group, "insecure"),
+            "details": _first(group, "note"),
         })
     return pd.DataFrame(out)
 

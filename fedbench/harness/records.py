@@ -1,10 +1,11 @@
-"""Long-format result records in JSON Lines, appended atomically.
+"""Long-format result records in JSON Lines, appended atomically (schema: :mod:`.schema`).
 
 A finished cell writes its metric rows followed by one ``cell`` row, all in a single ``write``
 on a file opened for appending, then ``fsync``. Every row carries the cell's ``run`` id. When
 reading, metric rows count only if the ``cell`` row of the same run is present and says ``ok``,
 so a run killed mid-write leaves no half cell behind (its rows are ignored and the cell reruns),
-and a cell written twice is counted once (the first complete run wins).
+and a cell written twice is counted once (the first complete run wins). Rows of schema 1 are
+migrated on read (:mod:`.migrate`).
 """
 
 from __future__ import annotations
@@ -17,20 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from fedbench.errors import ResultsError
+from fedbench.harness.migrate import migrate_rows
+from fedbench.harness.schema import RECORD, CellRecord, MetricRecord
 
 RECORDS_FILE = "records.jsonl"
+Row = MetricRecord | CellRecord
 
 
-def append_records(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def append_records(path: Path, rows: Sequence[Row]) -> None:
     """Append ``rows`` to ``path`` in one write (creating folders as needed).
 
     If an earlier writer was killed mid-line, the partial line is first terminated so that it
     stays one (skipped) corrupted line instead of swallowing the first new row.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows).encode()
+    blob = "".join(
+        json.dumps(row.model_dump(mode="json"), sort_keys=True) + "\n" for row in rows
+    ).encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -55,57 +62,70 @@ class RecordSet:
         problems: One line per skipped line: file, line number and reason.
     """
 
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    cells: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: list[MetricRecord] = field(default_factory=list)
+    cells: dict[str, CellRecord] = field(default_factory=dict)
+    failed: dict[str, CellRecord] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def frame(self) -> pd.DataFrame:
-        """Metric rows as a DataFrame (one row per cell × metric)."""
-        return pd.DataFrame(self.metrics)
+        """Metric rows as a DataFrame (one row per cell × metric, one column per field)."""
+        return pd.DataFrame([m.model_dump(mode="json") for m in self.metrics])
 
 
-def _lines(path: Path) -> Iterable[tuple[int, str]]:
+def _json_lines(path: Path, problems: list[str]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """(where, object) for every JSON object line of ``path``; other lines become problems."""
     with path.open("r", encoding="utf-8", errors="replace") as handle:
-        yield from enumerate(handle, start=1)
-
-
-def read_records(paths: Path | Iterable[Path]) -> RecordSet:
-    """Read record files, skipping (and reporting) corrupted or truncated lines."""
-    files = [paths] if isinstance(paths, Path) else list(paths)
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
-    for path in files:
-        for number, line in _lines(path):
+        for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                problems.append(f"{path}:{number}: not valid JSON ({err.msg}); line skipped")
+                problems.append(f"{where}: not valid JSON ({err.msg}); line skipped")
                 continue
             if not isinstance(row, dict) or row.get("type") not in ("metric", "cell"):
-                problems.append(f"{path}:{number}: not a fedbench record; line skipped")
+                problems.append(f"{where}: not a fedbench record; line skipped")
                 continue
             if not row.get("run") or not row.get("cell"):
-                problems.append(f"{path}:{number}: record without cell/run id; line skipped")
+                problems.append(f"{where}: record without cell/run id; line skipped")
                 continue
-            rows.append(row)
+            yield where, row
+
+
+def _validated(raw: list[tuple[str, dict[str, Any]]], problems: list[str]) -> list[Row]:
+    rows: list[Row] = []
+    for where, row in migrate_rows(raw, problems):
+        try:
+            rows.append(RECORD.validate_python(row))
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = ".".join(str(p) for p in first["loc"][1:]) or "(row)"
+            problems.append(f"{where}: field '{name}': {first['msg']}; line skipped")
+    return rows
+
+
+def read_records(paths: Path | Iterable[Path]) -> RecordSet:
+    """Read record files, skipping (and reporting) corrupted, foreign or truncated lines."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    problems: list[str] = []
+    raw = [item for path in files for item in _json_lines(path, problems)]
+    rows = _validated(raw, problems)
     result = RecordSet(problems=problems)
     complete_runs: dict[str, str] = {}  # cell -> the run that counts
     for row in rows:
-        if row["type"] != "cell":
+        if not isinstance(row, CellRecord):
             continue
-        if row.get("status") == "ok":
-            if row["cell"] not in complete_runs:
-                complete_runs[row["cell"]] = row["run"]
-                result.cells[row["cell"]] = row
+        if row.status == "ok":
+            if row.cell not in complete_runs:
+                complete_runs[row.cell] = row.run
+                result.cells[row.cell] = row
         else:
-            result.failed[row["cell"]] = row
+            result.failed[row.cell] = row
     for cell in complete_runs:
         result.failed.pop(cell, None)
     counted = set(complete_runs.values())
-    result.metrics = [r for r in rows if r["type"] == "metric" and r["run"] in counted]
+    result.metrics = [r for r in rows if isinstance(r, MetricRecord) and r.run in counted]
     return result
 
 

@@ -38,21 +38,21 @@ class Report:
 
 
 def _provenance(records: RecordSet) -> tuple[list[str], dict[str, Any]]:
-    commits = sorted({str(c.get("git_commit")) for c in records.cells.values()})
+    commits = sorted({str(c.git_commit) for c in records.cells.values()})
     versions: dict[str, Any] = {}
     for cell in records.cells.values():
-        for name, version in (cell.get("versions") or {}).items():
+        for name, version in cell.versions.items():
             versions.setdefault(name, set()).add(version)
     return commits, {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())}
 
 
 def _figure_rows(records: RecordSet) -> list[tuple[str, str]]:
     """(cell label, path) of per-cell figures the attacks wrote."""
-    labels = {c: r.get("label", c) for c, r in records.cells.items()}
+    labels = {c: r.label for c, r in records.cells.items()}
     return [
-        (f"{labels.get(m['cell'], m['cell'])} — {m.get('attack')}", str(m.get("note")))
+        (f"{labels.get(m.cell, m.cell)} — {m.attack}", m.path)
         for m in records.metrics
-        if m.get("metric") == "figure" and m.get("note")
+        if m.metric == "figure" and m.path
     ]
 
 
@@ -150,7 +150,7 @@ def _report_markdown(
         lines.append("")
     if records.failed:
         lines += ["## Failed cells", ""]
-        lines += [f"- {r.get('label', c)}: {r.get('error')}" for c, r in records.failed.items()]
+        lines += [f"- {r.label}: {r.error}" for r in records.failed.values()]
         lines.append("")
     if report.problems:
         lines += ["## Skipped record lines", ""] + [f"- {p}" for p in report.problems] + [""]

@@ -10,8 +10,11 @@ import yaml
 from tqdm.auto import tqdm
 
 from fedbench.config import SuiteConfig
+from fedbench.errors import ConfigError
+from fedbench.harness.checks import cell_problems, describe
 from fedbench.harness.executors import Executor, SequentialExecutor
 from fedbench.harness.records import RECORDS_FILE, append_records, read_records
+from fedbench.harness.schema import CellRecord
 from fedbench.harness.suite import Cell, expand
 
 
@@ -36,9 +39,16 @@ def run_suite(
 ) -> RunSummary:
     """Run every cell of ``suite`` without complete records under ``results_root/<name>``.
 
+    First every cell's pipeline is built and checked (``fedbench run --dry-run``); if any cell
+    cannot run, nothing runs and the ConfigError lists every problem.
+
     Each finished cell's records are appended atomically as soon as it finishes, so a killed
     run loses at most the cells in flight, and a rerun skips every complete cell.
     """
+    all_cells = cells if cells is not None else expand(suite)
+    problems = cell_problems(all_cells, progress=progress)
+    if problems:  # refused before anything is written or trained
+        raise ConfigError(describe(problems, len(all_cells)))
     folder = results_root / suite.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "suite.yaml").write_text(
@@ -46,7 +56,6 @@ def run_suite(
     )
     records = folder / RECORDS_FILE
     complete = set(read_records(records).cells) if records.exists() else set()
-    all_cells = cells if cells is not None else expand(suite)
     todo = [c for c in all_cells if c.id not in complete]
     summary = RunSummary(folder=folder, total=len(all_cells), skipped=len(all_cells) - len(todo))
     figures = folder / "figures"
@@ -57,10 +66,11 @@ def run_suite(
     for cell, rows in executor.run(todo, figures):
         append_records(records, rows)
         final = rows[-1]
-        if final["status"] == "ok":
+        assert isinstance(final, CellRecord)
+        if final.status == "ok":
             summary.done.append(cell.id)
         else:
-            summary.failed[cell.label] = str(final["error"])
+            summary.failed[cell.label] = str(final.error)
         bar.update(1)
         bar.set_postfix_str(f"finished {cell.label}")
     bar.close()

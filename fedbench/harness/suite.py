@@ -27,6 +27,12 @@ from fedbench.config import (
 from fedbench.errors import ConfigError
 
 
+def cell_id(config: ExperimentConfig | dict[str, Any]) -> str:
+    """The stable id of a normalised experiment configuration: a hash of its JSON form."""
+    dumped = config.model_dump(mode="json") if isinstance(config, ExperimentConfig) else config
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Cell:
     """One experiment of a suite."""
@@ -41,8 +47,7 @@ class Cell:
     @cached_property
     def id(self) -> str:
         """Stable id: hash of the normalised configuration."""
-        blob = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return cell_id(self.config)
 
     @property
     def label(self) -> str:
@@ -80,17 +85,17 @@ def _set_path(target: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _apply_defense_override(stack: list[Any], path: str, value: Any) -> bool:
-    """Apply ``defenses.<name>.<param>`` to every component ``name`` in ``stack``."""
+    """Apply ``defenses.<name>.<param>`` (``<param>`` may be dotted into a group, e.g.
+    ``noise.multiplier``) to every component ``name`` in ``stack``."""
     _, name, param = path.split(".", 2)
     hit = False
     for i, component in enumerate(stack):
-        as_dict = {"name": component} if isinstance(component, str) else dict(component)
+        as_dict = copy.deepcopy({"name": component} if isinstance(component, str) else component)
         if as_dict.get("name") == name:
             params = as_dict.get("params")
-            if isinstance(params, dict):  # the {name:, params: {...}} form
-                as_dict["params"] = {**params, param: value}
-            else:
-                as_dict[param] = value
+            # The {name:, params: {...}} form, or the flat {name:, <param>: ...} form.
+            target = params if isinstance(params, dict) else as_dict
+            _set_path(target, param, value)
             stack[i] = as_dict
             hit = True
     return hit

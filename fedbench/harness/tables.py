@@ -75,9 +75,6 @@ def metric_frame(records: RecordSet) -> pd.DataFrame:
     frame = frame.copy()
     frame["sweep"] = [sweep_label(g) for g in frame.get("grid", [None] * len(frame))]
     frame["family"] = [str(s).split(":", 1)[0] for s in frame["source"]]
-    # ε is user-level (one client) or example-level (one record); its note says which.
-    notes = frame["note"] if "note" in frame else pd.Series([""] * len(frame))
-    frame["level"] = notes.astype(str).str.extract(r"(\w+)-level", expand=False)
     return frame
 
 
@@ -100,6 +97,72 @@ class MainTable:
     columns: list[Column]
 
 
+def _insecure_rows(frame: pd.DataFrame) -> dict[tuple[str, ...], str]:
+    """Row key -> why its configuration is insecure (explicitly allowed)."""
+    insecure: dict[tuple[str, ...], str] = {}
+    for key, group in frame.groupby(ROW_KEYS, sort=False):
+        reasons = {str(r) for r in group.get("insecure", pd.Series(dtype=object)).dropna()}
+        if reasons:
+            insecure[tuple(key)] = "; ".join(sorted(reasons))
+    return insecure
+
+
+def _row_keys(frame: pd.DataFrame, order: list[tuple[str, str, str]] | None) -> list[tuple]:
+    keys = list(dict.fromkeys(tuple(k) for k in frame[ROW_KEYS].itertuples(index=False)))
+    if order is not None:
+        position = {key: i for i, key in enumerate(order)}
+        keys.sort(key=lambda key: position.get(key, len(position)))
+    return keys
+
+
+def _cell_text(chosen: pd.DataFrame, column: Column) -> tuple[str, float]:
+    """The shown text (mean ± std over seeds, the detail) and the mean of one table cell."""
+    values = chosen["value"].astype(float).to_numpy()
+    mean = float(values.mean())
+    shown = _number(mean, column.digits)
+    if len(values) > 1:
+        shown += f" ± {_number(float(values.std(ddof=1)), column.digits)}"
+    if column.detail:
+        details = sorted({str(d) for d in chosen[column.detail].dropna()})
+        if details:
+            shown += f" ({', '.join(details)})"
+    return shown, mean
+
+
+@dataclass(frozen=True)
+class _ColumnValues:
+    text: dict[tuple, str]
+    means: dict[tuple, float]
+    best: float | None
+
+
+def _column_values(
+    frame: pd.DataFrame, column: Column, keys: list[tuple]
+) -> _ColumnValues | None:
+    """One column's cells (None when no row has a value): the strongest attack's value per row,
+    "n/a" where the attack's views were closed, "–" where it did not run."""
+    ok = frame[frame["status"] == "ok"]
+    rows = ok[(ok["metric"] == column.metric) & (ok["family"] == column.source)]
+    rows = rows[rows["value"].notna()]
+    if rows.empty:
+        return None
+    # Rows where an attack that reports this metric elsewhere could not be applied.
+    producers = set(rows["attack"].dropna()) if column.source == "attack" else set()
+    na = frame[(frame["status"] == "not_applicable") & frame["attack"].isin(producers)]
+    not_applicable = {tuple(k) for k in na[ROW_KEYS].itertuples(index=False)}
+    text, means = {}, {}
+    for key, group in rows.groupby(ROW_KEYS, sort=False):
+        text[tuple(key)], means[tuple(key)] = _cell_text(_worst_case(group), column)
+    for key in keys:
+        text.setdefault(key, "n/a" if key in not_applicable else "–")
+    direction = rows["higher_is_better"].iloc[0]
+    best = None
+    if direction is not None and len(means) > 1:
+        values = np.array(list(means.values()))
+        best = float(values.max() if direction else values.min())
+    return _ColumnValues(text, means, best)
+
+
 def main_table(
     records: RecordSet,
     columns: tuple[Column, ...] = MAIN_COLUMNS,
@@ -114,57 +177,24 @@ def main_table(
             are in completion order, which parallel runs shuffle).
     """
     frame = metric_frame(records)
-    insecure: dict[tuple[str, ...], str] = {}
     if frame.empty:
         empty = pd.DataFrame()
-        return MainTable(empty, empty, {}, insecure, [])
-    for key, group in frame.groupby(ROW_KEYS, sort=False):
-        reasons = {str(r) for r in group.get("insecure", pd.Series(dtype=object)).dropna()}
-        if reasons:
-            insecure[tuple(key)] = "; ".join(sorted(reasons))
-    keys = list(dict.fromkeys(tuple(k) for k in frame[ROW_KEYS].itertuples(index=False)))
-    if order is not None:
-        position = {key: i for i, key in enumerate(order)}
-        keys.sort(key=lambda key: position.get(key, len(position)))
+        return MainTable(empty, empty, {}, {}, [])
+    keys = _row_keys(frame, order)
     text = pd.DataFrame(index=pd.MultiIndex.from_tuples(keys, names=ROW_KEYS))
     means = pd.DataFrame(index=text.index)
     best: dict[str, Any] = {}
     used = []
-    ok = frame[frame["status"] == "ok"]
     for column in columns:
-        rows = ok[(ok["metric"] == column.metric) & (ok["family"] == column.source)]
-        rows = rows[rows["value"].notna()]
-        # Rows where an attack that reports this metric elsewhere could not be applied.
-        producers = set(rows["attack"].dropna()) if column.source == "attack" else set()
-        na = frame[(frame["status"] == "not_applicable") & frame["attack"].isin(producers)]
-        not_applicable = {tuple(k) for k in na[ROW_KEYS].itertuples(index=False)}
-        if rows.empty:
+        values = _column_values(frame, column, keys)
+        if values is None:
             continue
         used.append(column)
-        col_text, col_mean = {}, {}
-        for key, group in rows.groupby(ROW_KEYS, sort=False):
-            chosen = _worst_case(group)
-            values = chosen["value"].astype(float).to_numpy()
-            mean = float(values.mean())
-            shown = _number(mean, column.digits)
-            if len(values) > 1:
-                shown += f" ± {_number(float(values.std(ddof=1)), column.digits)}"
-            if column.detail:
-                details = sorted({str(d) for d in chosen[column.detail].dropna()})
-                if details:
-                    shown += f" ({', '.join(details)})"
-            col_text[tuple(key)] = shown
-            col_mean[tuple(key)] = mean
-        for key in keys:
-            if key not in col_text:
-                col_text[key] = "n/a" if key in not_applicable else "–"
-        text[column.header] = pd.Series(col_text)
-        means[column.header] = pd.Series(col_mean)
-        direction = rows["higher_is_better"].iloc[0]
-        if direction is not None and len(col_mean) > 1:
-            values = np.array(list(col_mean.values()))
-            best[column.header] = values.max() if direction else values.min()
-    return MainTable(text, means, best, insecure, used)
+        text[column.header] = pd.Series(values.text)
+        means[column.header] = pd.Series(values.means)
+        if values.best is not None:
+            best[column.header] = values.best
+    return MainTable(text, means, best, _insecure_rows(frame), used)
 
 
 def _display(table: MainTable) -> pd.DataFrame:
@@ -250,7 +280,7 @@ def to_latex(table: MainTable, caption: str = "", label: str = "tab:fedbench") -
     )
     for plain, tex in _LATEX_SYMBOLS:
         latex = latex.replace(plain, tex)
-    return latex
+    return str(latex)
 
 
 _LATEX_SYMBOLS = (

@@ -99,20 +99,20 @@ def test_audit_of_a_dp_sgd_model_stays_below_the_claimed_epsilon() -> None:
         "model": {"name": "mlp", "hidden": [64]},
         "fl": {"num_clients": 2, "rounds": 10, "local_epochs": 2, "batch_size": 32,
                "client_lr": 0.3},
-        "defenses": [{"name": "dp_sgd", "noise_multiplier": 1.0}],
+        "defenses": [{"name": "dp_sgd", "noise": {"multiplier": 1.0}}],
         "attacks": [{"name": "audit", "attack": "rmia", "attack_params": {"num_models": 2}}],
         "seed": 5,
     }
     cfg = parse_experiment(config)
     rows = run_cell(Cell("t", "dp", "dp_sgd", cfg.seed, cfg))
-    assert rows[-1]["status"] == "ok", rows[-1]["error"]
-    by_metric = {r["metric"]: r for r in rows if r["type"] == "metric"}
-    claimed = by_metric["epsilon"]["value"]
-    audited = by_metric["epsilon_lower_bound"]["value"]
+    assert rows[-1].status == "ok", rows[-1].error
+    by_metric = {r.metric: r for r in rows if r.type == "metric"}
+    claimed = by_metric["epsilon"].value
+    audited = by_metric["epsilon_lower_bound"].value
     assert 0 <= audited < claimed
-    assert 0 <= by_metric["epsilon_lower_bound_threshold"]["value"] < claimed
-    assert "one-run" in by_metric["epsilon_lower_bound"]["note"]
-    assert by_metric["mia_auc"]["source"] == "attack:audit"
+    assert 0 <= by_metric["epsilon_lower_bound_threshold"].value < claimed
+    assert "one-run" in by_metric["epsilon_lower_bound"].note
+    assert by_metric["mia_auc"].source == "attack:audit"
 
 
 def test_audit_settings_are_validated() -> None:
@@ -124,4 +124,4 @@ def test_audit_settings_are_validated() -> None:
         ATTACKS.create("audit", {"confidence": 1.0})
     audit = ATTACKS.create("audit", {"attack": "update_mia"})
     assert audit.views == ATTACKS.create("update_mia").views
-    assert audit.target_round == -1
+    assert audit.target.round == -1

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fedbench.defenses.base import SECURE_MODE_NOISE, Defense
+from fedbench.defense import SECURE_MODE_NOISE, Defense
 from fedbench.registry import DEFENSES
 
 
 @pytest.mark.parametrize("name", ["dp_fedavg", "ldp", "distributed_dp"])
 def test_secure_mode_noise_makes_a_defense_irreproducible(name: str) -> None:
-    seeded = DEFENSES.create(name, {"noise_multiplier": 1.0})
-    secure = DEFENSES.create(name, {"noise_multiplier": 1.0, "secure_mode": True})
+    seeded = DEFENSES.create(name, {"noise": {"multiplier": 1.0}})
+    secure = DEFENSES.create(name, {"noise": {"multiplier": 1.0, "secure_mode": True}})
     assert seeded.irreproducible is None
     assert secure.irreproducible == SECURE_MODE_NOISE
 

@@ -88,3 +88,34 @@ def test_suite_rejects_repeated_defense_labels() -> None:
         parse_suite(
             {"name": "s", "experiments": [{}], "defenses": [{"label": "a"}, {"label": "a"}]}
         )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fl": {"rounds": True}}, "field 'fl.rounds': Input should be a valid integer"),
+        ({"fl": {"client_lr": float("inf")}}, "field 'fl.client_lr': Input should be a finite"),
+        ({"fl": {"num_clients": "10"}}, "field 'fl.num_clients': Input should be a valid integer"),
+        ({"defenses": [{"name": "dp_fedavg", "clip_norm": -1}]},
+         "defense 'dp_fedavg': parameter 'clip_norm' = -1: Input should be greater than 0"),
+        ({"defenses": [{"name": "secagg", "neighbours": 5}]},
+         "parameter 'neighbours' = 5: Input should be 'full' or 'auto', or input should be a "
+         "multiple of 2"),
+        ({"attacks": [{"name": "dlg", "iterations": 0}]},
+         "attack 'dlg': parameter 'iterations' = 0: Input should be greater than or equal to 1"),
+        ({"partition": {"name": "dirichlet", "alpha": float("nan")}},
+         "partitioner 'dirichlet': parameter 'alpha'"),
+    ],
+)
+def test_bad_values_fail_at_load_naming_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_experiment({"data": "digits", **change})
+    assert message in str(err.value)
+
+
+def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("data: digits\nfl:\n  rounds: 3\n  rounds: 30\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml:4:3: invalid YAML: duplicate key 'rounds' "
+                                          r"\(first at line 3\)"):
+        load_yaml(path)

@@ -25,10 +25,13 @@ def _registry() -> Registry[object]:
     return reg
 
 
-def test_create_validates_and_coerces_params() -> None:
+def test_create_validates_strictly() -> None:
     reg = _registry()
-    box = reg.create("box", {"depth": "2.5"}, size=3)
-    assert (box.size, box.depth) == (3, 2.5)  # type: ignore[attr-defined]
+    box = reg.create("box", {"depth": 2}, size=3)  # an integer is a number
+    assert (box.size, box.depth) == (3, 2.0)  # type: ignore[attr-defined]
+    for bad in ("2.5", True, float("inf"), float("nan")):  # a string, a boolean, no finite number
+        with pytest.raises(ConfigError, match="parameter 'depth'"):
+            reg.create("box", {"depth": bad}, size=3)
 
 
 def test_context_arguments_are_not_user_parameters() -> None:
@@ -76,7 +79,7 @@ def test_entry_point_components_are_discovered(tmp_path: Path, monkeypatch) -> N
     # A real installed-distribution layout: a module plus a dist-info with entry_points.txt.
     (tmp_path / "thirdparty_defense.py").write_text(
         textwrap.dedent("""
-        from fedbench.defenses.base import Defense
+        from fedbench.defense import Defense
 
         class Nothing(Defense):
             '''A third-party defense that does nothing.'''

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedbench.attacks.base import AttackerKnowledge
-from fedbench.config import parse_experiment
+from fedbench.attack import AttackerKnowledge
+from fedbench.config import FLConfig, parse_experiment
 from fedbench.data.tensors import TensorData
 from fedbench.fl.params import get_flat
 from fedbench.fl.recipe import TrainingRecipe
-from fedbench.fl.transcript import ClientUpdateView
+from fedbench.fl.views import ClientUpdateView
 from fedbench.harness.cell import run_cell
 from fedbench.harness.suite import Cell
 from fedbench.registry import MODELS
@@ -40,13 +40,22 @@ def fedsgd(batch_size: int | None, lr: float = 0.1) -> TrainingRecipe:
     return TrainingRecipe("fedsgd", batch_size=batch_size, local_epochs=1, local_steps=None, lr=lr)
 
 
+def fl_settings(recipe: TrainingRecipe) -> FLConfig:
+    """FL settings whose public client-training recipe is ``recipe``."""
+    return FLConfig(
+        algorithm=recipe.algorithm, batch_size=recipe.batch_size,
+        local_epochs=recipe.local_epochs, local_steps=recipe.local_steps, client_lr=recipe.lr,
+        client_momentum=recipe.momentum,
+    )
+
+
 def knowledge(
     build: Callable[[], nn.Module],
     recipe: TrainingRecipe,
     population: TensorData,
     *,
     input_shape: tuple[int, ...],
-    data_kind: str = "image",
+    data_kind: Literal["image", "tabular"] = "image",
     seed: int = 0,
 ) -> AttackerKnowledge:
     """What the attacker knows: architecture, recipe, public population data, its seed."""
@@ -55,8 +64,7 @@ def knowledge(
         input_shape=input_shape,
         num_classes=10,
         data_kind=data_kind,
-        recipe=recipe,
-        fl={},
+        fl=fl_settings(recipe),
         defenses={},
         population=population,
         candidates=None,
@@ -97,8 +105,8 @@ def run_experiment(
     cell = Cell("test", "gi", "none", 0, parse_experiment(config))
     rows = run_cell(cell, figures_dir=figures)
     final = rows[-1]
-    assert final["status"] == "ok", final["traceback"]
-    metrics = {r["metric"]: r for r in rows if r["type"] == "metric" and r["attack"]}
+    assert final.status == "ok", final.traceback
+    metrics = {r.metric: r for r in rows if r.type == "metric" and r.attack}
     return metrics, final
 
 
@@ -113,14 +121,14 @@ def simulate(config: dict[str, Any]) -> tuple[Any, Any, Any]:
     from fedbench.fl.pipeline import Pipeline
     from fedbench.fl.simulation import Simulation
     from fedbench.fl.transcript import Transcript
-    from fedbench.harness.cell import build_data, model_factory
+    from fedbench.harness.build import build_data, model_factory
     from fedbench.seeding import Streams
 
     cfg = parse_experiment(config)
     streams = Streams(cfg.seed)
     data = build_data(cfg, streams)
     build = model_factory(cfg, data, streams)
-    transcript = Transcript(rounds=cfg.fl.rounds, keep_rounds={0}, reveals_client_updates=True)
+    transcript = Transcript(rounds=cfg.fl.rounds, keep_rounds={0})
     sim = Simulation(
         model_factory=build, data=data, fl=cfg.fl, pipeline=Pipeline(), streams=streams,
         transcript=transcript,
@@ -130,7 +138,5 @@ def simulate(config: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 def examples_behind(sim: Any, data: Any, client_ids: tuple[int, ...]) -> TensorData:
     """Ground truth (test side only): the examples the clients used in round 0."""
-    from fedbench.harness.cell import examples_by_id
-
     ids = torch.cat([sim.private.used_ids[(0, c)] for c in client_ids])
-    return examples_by_id(data, ids)
+    return data.client_examples(ids)

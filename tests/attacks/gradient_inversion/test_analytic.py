@@ -7,14 +7,13 @@ from typing import Any
 import pytest
 import torch
 
-from fedbench.attacks.base import GroundTruth
+from fedbench.attack import GroundTruth
 from fedbench.attacks.gradient_inversion.analytic import AnalyticFC, invert_linear
 from fedbench.attacks.gradient_inversion.scoring import score_reconstruction
 from fedbench.data.tensors import TensorData
 from fedbench.fl.recipe import TrainingRecipe
-from fedbench.fl.simulation import recipe_from
-from fedbench.fl.transcript import ClientUpdateView
-from fedbench.harness.cell import model_factory
+from fedbench.fl.views import ClientUpdateView
+from fedbench.harness.build import model_factory
 from fedbench.seeding import Streams
 
 from .helpers import examples_behind, factory, fedsgd, knowledge, run_experiment, simulate
@@ -40,9 +39,9 @@ def test_invert_linear_is_exact_for_one_example() -> None:
 
 def test_analytic_fc_recovers_an_mlp_input_exactly(tmp_path) -> None:
     metrics, _ = run_experiment(experiment(), figures=tmp_path)
-    assert metrics["psnr"]["value"] >= 60.0
-    assert metrics["ssim"]["value"] >= 0.999
-    assert metrics["label_accuracy"]["value"] == 1.0
+    assert metrics["psnr"].value >= 60.0
+    assert metrics["ssim"].value >= 0.999
+    assert metrics["label_accuracy"].value == 1.0
     assert (tmp_path / next(tmp_path.iterdir()).name / "analytic_fc_reconstruction.png").exists()
 
 
@@ -81,11 +80,11 @@ def test_analytic_fc_refuses_a_convolutional_model(patches: TensorData) -> None:
 def test_gaussian_update_noise_of_variance_0_1_stops_it() -> None:
     # ldp clips to L2 norm C and adds N(0, (zC)²); C = 100 leaves this update unclipped and
     # zC = √0.1 gives variance 1e-1. lr = 1 makes the update the gradient (DLG's setting).
-    noise = {"name": "ldp", "noise_multiplier": 0.1**0.5 / 100, "clip_norm": 100.0}
+    noise = {"name": "ldp", "noise": {"multiplier": 0.1**0.5 / 100}, "clip_norm": 100.0}
     clean, _ = run_experiment(experiment())
     noisy, _ = run_experiment(experiment([noise]))
-    assert clean["psnr"]["value"] >= 60.0
-    assert noisy["psnr"]["value"] < 15.0
+    assert clean["psnr"].value >= 60.0
+    assert noisy["psnr"].value < 15.0
 
 
 def test_pruning_90_percent_costs_it_tens_of_decibels() -> None:
@@ -94,13 +93,13 @@ def test_pruning_90_percent_costs_it_tens_of_decibels() -> None:
     # below-15 dB property of pruning is DLG's (test_dlg.py).
     clean, _ = run_experiment(experiment())
     pruned, _ = run_experiment(experiment([{"name": "prune", "ratio": 0.9}]))
-    assert pruned["psnr"]["value"] <= clean["psnr"]["value"] - 30.0
+    assert pruned["psnr"].value <= clean["psnr"].value - 30.0
 
 
 def test_the_aggregate_of_eight_clients_leaks_far_less_than_one_client() -> None:
     sim, data, cfg = simulate({**experiment(num_clients=8, clients_per_round=8,
                                             weighting="uniform"), "attacks": []})
-    recipe = recipe_from(cfg.fl)
+    recipe = cfg.fl.recipe
     build = model_factory(cfg, data, Streams(cfg.seed))
     know = knowledge(build, recipe, data.population, input_shape=DIGITS)
     attack = AnalyticFC()

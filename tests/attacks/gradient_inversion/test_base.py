@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from fedbench.attacks.base import GroundTruth
+from fedbench.attack import GroundTruth
 from fedbench.data.tensors import TensorData
-from fedbench.fl.transcript import ViewKind
+from fedbench.fl.views import ViewKind
 from fedbench.registry import ATTACKS
 
 from .helpers import factory, fedsgd, knowledge, sgd_update_view

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from fedbench.attacks.base import GroundTruth
+from fedbench.attack import GroundTruth
 from fedbench.attacks.gradient_inversion.dlg import DLG, LBFGSOutcome, best_of
-from fedbench.fl.simulation import recipe_from
-from fedbench.harness.cell import model_factory
+from fedbench.harness.build import model_factory
 from fedbench.seeding import Streams
 
 from .helpers import examples_behind, knowledge, run_experiment, simulate
@@ -34,25 +33,25 @@ def one_image(seed: int = 0, defenses: list[dict[str, Any]] | None = None,
 
 def test_dlg_reconstructs_one_image(tmp_path) -> None:
     metrics, _ = run_experiment(one_image(), figures=tmp_path)
-    assert metrics["psnr"]["value"] >= 25.0
-    assert metrics["ssim"]["value"] >= 0.8
-    assert metrics["label_accuracy"]["value"] == 1.0  # labels optimised jointly
-    assert metrics["psnr"]["view"] == "client_update"
-    assert metrics["lpips"]["value"] is None and "skipped" in metrics["lpips"]["note"]
+    assert metrics["psnr"].value >= 25.0
+    assert metrics["ssim"].value >= 0.8
+    assert metrics["label_accuracy"].value == 1.0  # labels optimised jointly
+    assert metrics["psnr"].view == "client_update"
+    assert metrics["lpips"].value is None and "skipped" in metrics["lpips"].note
     assert list(tmp_path.glob("*/dlg_reconstruction.png"))
 
 
 def test_pruning_90_percent_stops_dlg() -> None:
     pruned, _ = run_experiment(one_image(defenses=[{"name": "prune", "ratio": 0.9}]))
-    assert pruned["psnr"]["value"] < 15.0
+    assert pruned["psnr"].value < 15.0
 
 
 def test_gaussian_update_noise_of_variance_0_1_stops_dlg() -> None:
     # ldp: clip at C = 100 (this update's norm is far below) and noise std zC = √0.1; lr 1
     # makes the update the gradient, as in DLG's experiment.
-    noise = {"name": "ldp", "noise_multiplier": 0.1**0.5 / 100, "clip_norm": 100.0}
+    noise = {"name": "ldp", "noise": {"multiplier": 0.1**0.5 / 100}, "clip_norm": 100.0}
     noisy, _ = run_experiment(one_image(defenses=[noise]))
-    assert noisy["psnr"]["value"] < 15.0
+    assert noisy["psnr"].value < 15.0
 
 
 @pytest.mark.slow
@@ -61,7 +60,7 @@ def test_dlg_is_reliable_across_images(attack: str) -> None:
     # Seeds change the image and the initialisation. A few images are much harder: a bright,
     # confidently classified patch saturates the sigmoids and gives a tiny, ill-conditioned
     # gradient, so the bound is on the share of images recovered and on the median.
-    values = [run_experiment(one_image(seed, attack=attack))[0]["psnr"]["value"]
+    values = [run_experiment(one_image(seed, attack=attack))[0]["psnr"].value
               for seed in range(8)]
     assert sum(v >= 25.0 for v in values) >= 6, values
     assert statistics.median(values) >= 30.0, values
@@ -72,7 +71,7 @@ def test_the_aggregate_of_eight_clients_leaks_less_than_one_client() -> None:
     sim, data, cfg = simulate({**one_image(num_clients=8, clients_per_round=8,
                                            weighting="uniform"), "attacks": []})
     build = model_factory(cfg, data, Streams(cfg.seed))
-    know = knowledge(build, recipe_from(cfg.fl), data.population, input_shape=(3, 32, 32))
+    know = knowledge(build, cfg.fl.recipe, data.population, input_shape=(3, 32, 32))
     attack = DLG(iterations=ITERATIONS)
 
     def psnr(view, clients) -> float:

@@ -9,8 +9,7 @@ from fedbench.attacks.gradient_inversion.multistep import FedAvgInversion, local
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel, MatchingObjective
 from fedbench.attacks.gradient_inversion.views import inversion_target
 from fedbench.fl.client import batch_schedule
-from fedbench.fl.simulation import recipe_from
-from fedbench.harness.cell import model_factory
+from fedbench.harness.build import model_factory
 from fedbench.seeding import Streams
 
 from .helpers import run_experiment, simulate
@@ -29,7 +28,7 @@ def test_only_the_simulated_update_vanishes_at_the_true_images() -> None:
     config = fedavg(0, "fedavg_inversion")
     sim, data, cfg = simulate({**config, "attacks": []})
     view = sim.transcript.client_update_view(0)
-    recipe = recipe_from(cfg.fl)
+    recipe = cfg.fl.recipe
     target = inversion_target(view, recipe)
     # Test side: the client's examples in the order its private shuffling visited them.
     client = data.clients[view.client_id]
@@ -49,14 +48,14 @@ def test_only_the_simulated_update_vanishes_at_the_true_images() -> None:
 def test_fedavg_inversion_beats_the_one_gradient_proxy(seed: int) -> None:
     simulated, _ = run_experiment(fedavg(seed, "fedavg_inversion"))
     proxy, _ = run_experiment(fedavg(seed, "inverting_gradients"))
-    assert simulated["images_matched"]["value"] == 8
-    assert simulated["psnr"]["value"] >= proxy["psnr"]["value"] + 2.0
-    assert "matched as one gradient" in proxy["psnr"]["note"]
-    assert "simulated 4 local step(s)" in simulated["psnr"]["note"]
+    assert simulated["images_matched"].value == 8
+    assert simulated["psnr"].value >= proxy["psnr"].value + 2.0
+    assert "matched as one gradient" in proxy["psnr"].note
+    assert "simulated 4 local step(s)" in simulated["psnr"].note
 
 
 def test_labels_are_optimised_only_when_there_are_several_local_batches(digits) -> None:
-    from fedbench.fl.transcript import ClientUpdateView
+    from fedbench.fl.views import ClientUpdateView
 
     from .helpers import factory, fedsgd, knowledge
 

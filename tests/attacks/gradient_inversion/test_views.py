@@ -10,9 +10,8 @@ from fedbench.attacks.gradient_inversion.objective import FunctionalModel, Local
 from fedbench.attacks.gradient_inversion.views import inversion_target
 from fedbench.fl.client import batch_schedule
 from fedbench.fl.params import set_flat
-from fedbench.fl.simulation import recipe_from
-from fedbench.fl.transcript import FinalModelView
-from fedbench.harness.cell import model_factory
+from fedbench.fl.views import FinalModelView
+from fedbench.harness.build import model_factory
 from fedbench.seeding import Streams
 
 from .helpers import examples_behind, fedsgd, simulate
@@ -36,7 +35,7 @@ def test_fedsgd_client_view_is_the_batch_mean_gradient_with_the_weight_divided_o
     })
     view = sim.transcript.client_update_view(0)
     assert view.weight != pytest.approx(1.0)  # unequal client sizes: the weight matters
-    target = inversion_target(view, recipe_from(cfg.fl))
+    target = inversion_target(view, cfg.fl.recipe)
     truth = examples_behind(sim, data, (view.client_id,))
     expected = true_mean_gradient(cfg, data, view.params, truth.x, truth.y)
     assert (target.num_images, target.steps) == (4, 1)
@@ -50,7 +49,7 @@ def test_fedsgd_aggregate_is_the_mean_gradient_over_all_clients_images() -> None
                "weighting": "uniform", "client_lr": 0.1},
     })
     view = sim.transcript.aggregate_view(0)
-    target = inversion_target(view, recipe_from(cfg.fl))
+    target = inversion_target(view, cfg.fl.recipe)
     truth = examples_behind(sim, data, view.contributors)
     assert (target.num_clients, target.num_images) == (8, 16)
     expected = true_mean_gradient(cfg, data, view.params, truth.x, truth.y)
@@ -66,7 +65,7 @@ def test_simulated_local_steps_reproduce_a_fedavg_update(momentum: float) -> Non
                "client_momentum": momentum},
     })
     view = sim.transcript.client_update_view(0)
-    recipe = recipe_from(cfg.fl)
+    recipe = cfg.fl.recipe
     target = inversion_target(view, recipe)
     assert (target.steps, target.batch_size, target.num_images) == (4, 3, 12)
     # Test side only: replay the client's private shuffling to order its examples as visited.
@@ -84,7 +83,7 @@ def test_simulated_local_steps_reproduce_a_fedavg_update(momentum: float) -> Non
 
 def test_fedavg_epochs_cycle_over_the_clients_images() -> None:
     from fedbench.fl.recipe import TrainingRecipe
-    from fedbench.fl.transcript import ClientUpdateView
+    from fedbench.fl.views import ClientUpdateView
 
     view = ClientUpdateView(round=0, client_id=0, params=torch.zeros(3), update=torch.ones(3),
                             weight=0.5, num_examples=5)
@@ -97,7 +96,7 @@ def test_fedavg_epochs_cycle_over_the_clients_images() -> None:
 
 
 def test_views_without_an_update_or_with_zero_weight_are_refused() -> None:
-    from fedbench.fl.transcript import ClientUpdateView
+    from fedbench.fl.views import ClientUpdateView
 
     with pytest.raises(TypeError, match="final_model"):
         inversion_target(FinalModelView(params=torch.zeros(3)), fedsgd(1))

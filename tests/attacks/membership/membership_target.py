@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedbench.attacks.base import AttackerKnowledge
+from fedbench.attack import AttackerKnowledge
 from fedbench.config import parse_experiment
 from fedbench.data.federated import FederatedData
+from fedbench.data.membership import membership_candidates
 from fedbench.fl.pipeline import Pipeline
-from fedbench.fl.simulation import Simulation, SimulationResult, recipe_from
+from fedbench.fl.simulation import Simulation, SimulationResult
 from fedbench.fl.transcript import Transcript
-from fedbench.harness.cell import build_data, membership_candidates, model_factory
+from fedbench.harness.build import build_data, model_factory
 from fedbench.seeding import Streams
 
 # Overfits on purpose: 2 clients × 60 digits, 30 rounds of 5 local epochs at a high learning
@@ -53,15 +54,15 @@ def build_target(config: dict[str, Any], *, keep_round: int = -1) -> Target:
     data = build_data(cfg, streams)
     factory = model_factory(cfg, data, streams)
     transcript = Transcript(rounds=cfg.fl.rounds, keep_rounds={keep_round},
-                            keep_model_sequence=True, reveals_client_updates=True)
+                            keep_model_sequence=True)
     sim = Simulation(model_factory=factory, data=data, fl=cfg.fl, pipeline=Pipeline([]),
                      streams=streams, transcript=transcript).run()
     candidates, membership = membership_candidates(
-        data, sim.private, cfg.mia_candidates, streams.numpy("candidates")
+        data, sim.private.participants, cfg.mia_candidates, streams.numpy("candidates")
     )
     knowledge = AttackerKnowledge(
         model_factory=factory, input_shape=data.input_shape, num_classes=data.num_classes,
-        data_kind=data.kind, recipe=recipe_from(cfg.fl), fl=cfg.fl.model_dump(mode="json"),
+        data_kind=data.kind, fl=cfg.fl,
         defenses={}, population=data.population, candidates=candidates,
         device=torch.device("cpu"), seed=streams.integer_seed("attack", 0),
         client_sizes=tuple(len(c) for c in data.clients),

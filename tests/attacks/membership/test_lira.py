@@ -107,5 +107,5 @@ def test_lira_on_a_target_that_never_saw_the_candidates_is_chance(
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="even"):
         ATTACKS.create("lira", {"num_models": 3})
-    with pytest.raises(ValueError, match="at least"):
+    with pytest.raises(ValueError, match="'num_models' = 0: Input should be greater than or"):
         ATTACKS.create("lira", {"num_models": 0, "online": False})

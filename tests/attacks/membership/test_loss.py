@@ -11,7 +11,7 @@ import torch
 from membership_target import Target
 from torch.nn import functional as F
 
-from fedbench.attacks.base import GroundTruth
+from fedbench.attack import GroundTruth
 from fedbench.fl.params import set_flat
 from fedbench.metrics.mia import auc
 from fedbench.registry import ATTACKS

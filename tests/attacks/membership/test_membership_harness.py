@@ -10,6 +10,7 @@ from membership_target import OVERFIT
 
 from fedbench.config import parse_experiment
 from fedbench.harness.cell import run_cell
+from fedbench.harness.schema import MetricRecord
 from fedbench.harness.suite import Cell
 
 ATTACK_SET: list[dict[str, Any]] = [
@@ -30,12 +31,12 @@ def _rows(
 ) -> list[dict[str, Any]]:
     cfg = parse_experiment({**OVERFIT, **changes, "attacks": ATTACK_SET, "defenses": defenses})
     rows = run_cell(Cell("t", "overfit", "x", cfg.seed, cfg), figures_dir=figures)
-    assert rows[-1]["status"] == "ok", rows[-1]["error"]
+    assert rows[-1].status == "ok", rows[-1].error
     return rows
 
 
 def _by_attack(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("metric") == metric]
+    return [r for r in rows if isinstance(r, MetricRecord) and r.metric == metric]
 
 
 def test_every_attack_beats_chance_on_an_overfitted_model(tmp_path: Path) -> None:
@@ -43,13 +44,13 @@ def test_every_attack_beats_chance_on_an_overfitted_model(tmp_path: Path) -> Non
     aucs = _by_attack(rows, "mia_auc")
     assert len(aucs) == len(ATTACK_SET)  # audit reports the MIA metrics of its attack too
     for row in aucs:
-        assert row["value"] > 0.55, (row["attack"], row["value"])
-    views = {r["attack"]: r["view"] for r in aucs}
+        assert row.value > 0.55, (row.attack, row.value)
+    views = {r.attack: r.view for r in aucs}
     assert views["update_mia"] == "client_update"  # the plaintext channel shows each update
     assert all(v == "final_model" for a, v in views.items() if a != "update_mia")
     (audited,) = _by_attack(rows, "epsilon_lower_bound")
-    assert audited["value"] > 0 and audited["higher_is_better"] is False
-    figures = [r["note"] for r in rows if r.get("metric") == "figure"]
+    assert audited.value > 0 and audited.higher_is_better is False
+    figures = [r.path for r in rows if isinstance(r, MetricRecord) and r.metric == "figure"]
     assert len(figures) == len(ATTACK_SET)
     assert all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in figures)
 
@@ -59,11 +60,11 @@ def test_secure_aggregation_hides_updates_but_not_the_released_model() -> None:
     # Secure aggregation needs at least three clients: 3 × 60 examples.
     three = {"split": {**OVERFIT["split"], "max_train_examples": 180},
              "fl": {**OVERFIT["fl"], "num_clients": 3}}
-    plain = {r["attack"]: r for r in _by_attack(_rows([], **three), "mia_auc")}
+    plain = {r.attack: r for r in _by_attack(_rows([], **three), "mia_auc")}
     secagg = [{"name": "secagg", "tolerated_dropout": 0.0}]
-    masked = {r["attack"]: r for r in _by_attack(_rows(secagg, **three), "mia_auc")}
-    assert plain["update_mia"]["view"] == "client_update"
-    assert masked["update_mia"]["view"] == "model_sequence"  # single updates are hidden
+    masked = {r.attack: r for r in _by_attack(_rows(secagg, **three), "mia_auc")}
+    assert plain["update_mia"].view == "client_update"
+    assert masked["update_mia"].view == "model_sequence"  # single updates are hidden
     for attack in ("loss_threshold", "lira", "rmia"):
-        assert masked[attack]["view"] == "final_model"
-        assert masked[attack]["value"] == pytest.approx(plain[attack]["value"], abs=0.05)
+        assert masked[attack].view == "final_model"
+        assert masked[attack].value == pytest.approx(plain[attack].value, abs=0.05)

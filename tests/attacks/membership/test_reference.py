@@ -13,16 +13,13 @@ import torch
 from torch import nn
 
 from fedbench.attacks.membership.reference import (
-    _gradients_of,
-    _grouped_forward,
-    _vmapped_forward,
     clear_memory_cache,
     plan_models,
     reference_fl,
     train_reference_models,
-    vectorizable,
 )
 from fedbench.attacks.membership.signals import stacked_logits
+from fedbench.config import FLConfig
 from fedbench.data.tensors import TensorData
 from fedbench.errors import DataError
 from fedbench.registry import DATASETS, MODELS
@@ -70,8 +67,8 @@ def test_vectorized_training_gives_the_sequential_models(
     for engine in ("vectorized", "sequential"):
         clear_memory_cache()
         runs[engine] = train_reference_models(
-            pool=digits, factory=model, fl=fl, kind="image", num_models=4, seed=11,
-            paired=True, engine=engine,
+            pool=digits, factory=model, fl=FLConfig.model_validate(fl), kind="image",
+            num_models=4, seed=11, paired=True, engine=engine,
         )
         assert runs[engine].engine == engine
     vectorized, sequential = runs["vectorized"], runs["sequential"]
@@ -90,58 +87,16 @@ def test_models_that_torch_func_cannot_batch_fall_back_to_the_loop(digits: Tenso
             return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(),
                                  nn.Linear(16, 10))
 
-    assert not vectorizable(with_batchnorm(), digits.x[0], digits.y[0])
-    assert vectorizable(_factory("mlp")(), digits.x[0], digits.y[0])
     clear_memory_cache()
     refs = train_reference_models(
         pool=digits, factory=with_batchnorm, kind="image", num_models=2, seed=0, paired=True,
-        fl={"num_clients": 2, "rounds": 1, "local_steps": 1, "batch_size": 8},
+        fl=FLConfig(num_clients=2, rounds=1, local_steps=1, batch_size=8),
     )
     assert refs.engine == "sequential"
 
 
-def _sigmoid_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.Sigmoid(), nn.Linear(24, 12),
-                         nn.Tanh(), nn.Linear(12, 10, bias=False))
-
-
-@pytest.mark.parametrize(
-    "model",
-    [_factory("mlp", hidden=[32]), _factory("logreg"), _sigmoid_mlp],
-    ids=["mlp", "logreg", "sigmoid-tanh-nobias"],
-)
-def test_grouped_forward_gives_the_vmap_gradients(
-    digits: TensorData, model: Callable[[], nn.Module]
-) -> None:
-    base = model()
-    forward = _grouped_forward(base)
-    assert forward is not None
-    copies, batch = 3, 5
-    g = torch.Generator().manual_seed(0)
-    params = {n: p.detach().unsqueeze(0).repeat(copies, *[1] * p.dim())
-              + 0.1 * torch.randn(copies, *p.shape, generator=g)
-              for n, p in base.named_parameters()}
-    rows = torch.randint(0, len(digits), (copies, batch), generator=g)
-    x, y = digits.x[rows], digits.y[rows]
-    grouped = _gradients_of(forward)(params, x, y)
-    mapped = _gradients_of(_vmapped_forward(base))(params, x, y)
-    assert grouped.keys() == mapped.keys()
-    for name in grouped:
-        assert grouped[name].abs().amax() > 0
-        torch.testing.assert_close(grouped[name], mapped[name], atol=1e-6, rtol=1e-5)
-
-
-def test_grouped_forward_only_takes_fully_connected_sequentials() -> None:
-    assert _grouped_forward(_factory("lenet")()) is None  # convolutions: vmap
-    assert _grouped_forward(nn.Sequential(nn.Linear(64, 10))) is None  # no Flatten first
-    frozen = _factory("mlp", hidden=[8])()
-    frozen[1].weight.requires_grad_(False)
-    assert _grouped_forward(frozen) is None  # not every layer is in the stacked parameters
-
-
 def test_paired_halves_put_every_example_in_exactly_half_of_the_models() -> None:
-    fl = reference_fl({"num_clients": 5, "rounds": 1, "batch_size": 4}, 50, None)
+    fl = reference_fl(FLConfig(num_clients=5, rounds=1, batch_size=4), 50, None)
     plans, mask = plan_models(100, num_models=8, seed=0, paired=True, fl=fl)
     assert mask.shape == (8, 100)
     np.testing.assert_array_equal(mask.sum(axis=0), 4)  # 100/2 = 50 = 5 clients × 10
@@ -158,8 +113,8 @@ def test_paired_halves_put_every_example_in_exactly_half_of_the_models() -> None
 
 
 def test_reference_fl_keeps_the_recipe_and_mimics_the_client_size() -> None:
-    target = {"num_clients": 10, "rounds": 7, "local_epochs": 3, "batch_size": 16,
-              "client_lr": 0.2, "client_momentum": 0.5, "server_lr": 0.7, "clients_per_round": 5}
+    target = FLConfig(num_clients=10, rounds=7, local_epochs=3, batch_size=16, client_lr=0.2,
+                      client_momentum=0.5, server_lr=0.7, clients_per_round=5)
     same_clients = reference_fl(target, 400, None)
     assert same_clients.num_clients == 10 and same_clients.clients_per_round == 5
     mimic = reference_fl(target, 400, 100)  # the target's clients hold 100 examples
@@ -167,8 +122,10 @@ def test_reference_fl_keeps_the_recipe_and_mimics_the_client_size() -> None:
     for fl in (same_clients, mimic):
         assert (fl.rounds, fl.local_epochs, fl.batch_size) == (7, 3, 16)
         assert (fl.client_lr, fl.client_momentum, fl.server_lr) == (0.2, 0.5, 0.7)
-    poisson = reference_fl({**target, "clients_per_round": None, "client_fraction": 0.3,
-                            "sampling": "poisson"}, 400, 100)
+    poisson = reference_fl(
+        FLConfig.model_validate({**target.model_dump(), "clients_per_round": None,
+                                 "client_fraction": 0.3, "sampling": "poisson"}), 400, 100
+    )
     assert poisson.client_fraction == pytest.approx(0.3) and poisson.sampling == "poisson"
     with pytest.raises(DataError, match="population"):
         reference_fl(target, 6, None)
@@ -177,7 +134,7 @@ def test_reference_fl_keeps_the_recipe_and_mimics_the_client_size() -> None:
 def test_cache_returns_the_same_models_from_memory_and_disk(
     digits: TensorData, tmp_path: Path
 ) -> None:
-    fl = {"num_clients": 2, "rounds": 2, "local_steps": 2, "batch_size": 8}
+    fl = FLConfig(num_clients=2, rounds=2, local_steps=2, batch_size=8)
     args: dict[str, Any] = {"pool": digits, "factory": _factory("mlp", hidden=[16]), "fl": fl,
                             "kind": "image", "num_models": 2, "paired": True,
                             "cache_dir": tmp_path}
@@ -202,7 +159,7 @@ def test_reference_models_learn_the_task(digits: TensorData) -> None:
     clear_memory_cache()
     refs = train_reference_models(
         pool=digits, factory=factory, kind="image", num_models=2, seed=0, paired=True,
-        fl={"num_clients": 2, "rounds": 10, "local_epochs": 2, "batch_size": 16},
+        fl=FLConfig(num_clients=2, rounds=10, local_epochs=2, batch_size=16),
     )
     logits = stacked_logits(factory, refs.params, digits.x, torch.device("cpu"))
     correct = (logits.argmax(-1) == digits.y).numpy()

@@ -47,7 +47,10 @@ def test_rmia_finds_members_with_few_reference_models(
 
 
 def test_bad_settings_are_refused() -> None:
-    for params, message in (({"a": 1.5}, "a must"), ({"gamma": 0}, "gamma"),
-                            ({"num_models": 3, "online": True}, "even")):
+    for params, message in (
+        ({"a": 1.5}, "'a' = 1.5: Input should be less than or equal to 1"),
+        ({"gamma": 0}, "gamma"),
+        ({"num_models": 3, "online": True}, "even"),
+    ):
         with pytest.raises(ValueError, match=message):
             ATTACKS.create("rmia", params)

@@ -11,11 +11,12 @@ from dp_accounting.rdp import RdpAccountant
 
 from fedbench.defenses.dp.accounting import (
     Accountant,
+    GaussianNoise,
     epsilon,
-    noise_choice,
     noise_multiplier_for,
 )
 from fedbench.errors import ConfigError
+from fedbench.registry import DEFENSES
 
 # (q, z, T, δ): the ANCHORS examples and a spread of regimes (little/much noise and sampling).
 GRID = [
@@ -153,29 +154,45 @@ def test_noise_multiplier_for_rejects_impossible_targets() -> None:
         noise_multiplier_for(target_epsilon=1.0, delta=1e-5, sample_rate=0.1, steps=0)
 
 
-def test_noise_choice_defaults_keeps_and_defers() -> None:
-    assert noise_choice("d", noise_multiplier=None, target_epsilon=None, target_delta=1e-5) == 1.0
-    assert noise_choice("d", noise_multiplier=0.7, target_epsilon=None, target_delta=1e-5) == 0.7
-    assert noise_choice("d", noise_multiplier=None, target_epsilon=2.0, target_delta=1e-5) is None
-    assert noise_choice("d", noise_multiplier=0.0, target_epsilon=None, target_delta=1e-5,
-                        zero_noise=True) == 0.0
+def test_gaussian_noise_defaults_keeps_and_defers() -> None:
+    assert GaussianNoise().start("d") == 1.0
+    assert GaussianNoise(multiplier=0.7).start("d") == 0.7
+    assert GaussianNoise(target_epsilon=2.0).start("d") is None
+    assert GaussianNoise(multiplier=0.0).start("d", zero_noise=True) == 0.0
+    with pytest.raises(ConfigError, match=r"d: noise\.multiplier must be positive, got 0"):
+        GaussianNoise(multiplier=0.0).start("d")
+
+
+def test_gaussian_noise_for_a_target_meets_it_with_the_accountant() -> None:
+    noise = GaussianNoise(target_epsilon=8.0, accountant="rdp")
+    z = noise.for_run(sample_rate=0.1, steps=100, given=None)
+    spent = epsilon(noise_multiplier=z, sample_rate=0.1, steps=100, delta=1e-5)
+    assert 0.995 * 8.0 <= spent <= 8.0
+    assert GaussianNoise(multiplier=0.7).for_run(sample_rate=0.1, steps=100, given=0.7) == 0.7
 
 
 @pytest.mark.parametrize(
-    ("noise", "target", "delta", "message"),
+    ("params", "field"),
     [
-        (1.0, 2.0, 1e-5, "d: set noise_multiplier or target_epsilon, not both"),
-        (0.0, None, 1e-5, "d: noise_multiplier must be positive, got 0.0"),
-        (-0.1, None, 1e-5, "noise_multiplier must be positive"),
-        (None, 0.0, 1e-5, "d: target_epsilon must be positive, got 0.0"),
-        (None, None, 1.0, r"d: target_delta must be in \(0, 1\), got 1.0"),
+        ({"multiplier": 1.0, "target_epsilon": 2.0}, "set multiplier or target_epsilon"),
+        ({"multiplier": -0.1}, "noise.multiplier"),
+        ({"multiplier": float("inf")}, "noise.multiplier"),
+        ({"target_epsilon": 0.0}, "noise.target_epsilon"),
+        ({"target_delta": 1.0}, "noise.target_delta"),
+        ({"accountant": "gdp"}, "noise.accountant"),
+        ({"secure_mode": 1}, "noise.secure_mode"),
+        ({"multipler": 1.0}, "noise.multipler"),
     ],
 )
-def test_noise_choice_refuses_by_name(
-    noise: float | None, target: float | None, delta: float, message: str
+def test_the_noise_group_is_validated_at_load_with_the_field_named(
+    params: dict[str, object], field: str
 ) -> None:
-    with pytest.raises(ConfigError, match=message):
-        noise_choice("d", noise_multiplier=noise, target_epsilon=target, target_delta=delta)
-    if noise == 0.0:  # allowed where the defense may clip without noise
-        noise_choice("d", noise_multiplier=noise, target_epsilon=target, target_delta=delta,
-                     zero_noise=True)
+    for defense in ("dp_fedavg", "dp_sgd", "ldp", "distributed_dp"):
+        with pytest.raises(ConfigError, match=f"defense '{defense}'.*{field}"):
+            DEFENSES.validate(defense, {"noise": params})
+
+
+def test_a_flat_noise_parameter_names_its_new_place() -> None:
+    with pytest.raises(ConfigError, match=r"'noise_multiplier': it is now 'noise\.multiplier'"):
+        DEFENSES.validate("dp_fedavg", {"noise_multiplier": 1.0})
+

@@ -9,7 +9,7 @@ import torch
 from dp_accounting.rdp import RdpAccountant
 
 from fedbench.config import parse_experiment
-from fedbench.defenses.dp.accounting import epsilon
+from fedbench.defenses.dp.accounting import GaussianNoise, epsilon
 from fedbench.defenses.dp.central import DPFedAvg
 from fedbench.errors import ConfigError
 from fedbench.harness.cell import run_cell
@@ -18,7 +18,7 @@ from fedbench.registry import DEFENSES
 
 
 def test_clipping_bounds_each_client_contribution(make_run, make_ctx) -> None:
-    defense = DPFedAvg(noise_multiplier=1.0, clip_norm=0.5)
+    defense = DPFedAvg(noise=GaussianNoise(multiplier=1.0), clip_norm=0.5)
     run = make_run(dim=50)
     defense.setup(run)
     ctx = make_ctx(run, 0, list(range(20)))
@@ -35,7 +35,7 @@ def test_clipping_bounds_each_client_contribution(make_run, make_ctx) -> None:
 @pytest.mark.parametrize("secure", [False, True])
 def test_noise_std_is_z_times_c_and_rounds_are_accounted(make_run, make_ctx, secure) -> None:
     run = make_run(dim=100_000, rounds=3, expected_clients=10.0)
-    defense = DPFedAvg(noise_multiplier=1.3, clip_norm=0.4, secure_mode=secure)
+    defense = DPFedAvg(noise=GaussianNoise(multiplier=1.3, secure_mode=secure), clip_norm=0.4)
     defense.setup(run)
     for t in range(3):
         total = torch.zeros(run.dim, dtype=torch.float64)
@@ -58,7 +58,7 @@ def test_noise_std_is_z_times_c_and_rounds_are_accounted(make_run, make_ctx, sec
 def test_seeded_noise_repeats_secure_noise_does_not(make_run, make_ctx) -> None:
     def one(secure: bool) -> torch.Tensor:
         run = make_run(dim=100)
-        defense = DPFedAvg(noise_multiplier=1.0, secure_mode=secure)
+        defense = DPFedAvg(noise=GaussianNoise(multiplier=1.0, secure_mode=secure))
         defense.setup(run)
         total = torch.zeros(100, dtype=torch.float64)
         return defense.server_update.apply(total, 1.0, make_ctx(run, 0, [0]))[0]
@@ -68,7 +68,7 @@ def test_seeded_noise_repeats_secure_noise_does_not(make_run, make_ctx) -> None:
 
 
 def test_target_epsilon_chooses_z_for_q_and_t(make_run) -> None:
-    defense = DPFedAvg(target_epsilon=2.0)
+    defense = DPFedAvg(noise=GaussianNoise(target_epsilon=2.0))
     defense.setup(make_run(rounds=50, expected_clients=20.0, num_clients=100))
     z = defense.noise_multiplier
     reached = epsilon(noise_multiplier=z, sample_rate=0.2, steps=50, delta=1e-5)
@@ -77,7 +77,7 @@ def test_target_epsilon_chooses_z_for_q_and_t(make_run) -> None:
 
 def test_adaptive_noise_multiplier_and_count_noise(make_run, make_ctx) -> None:
     run = make_run(dim=200_000, expected_clients=40.0)
-    defense = DPFedAvg(noise_multiplier=1.0, adaptive=True, clip_norm=0.3)
+    defense = DPFedAvg(noise=GaussianNoise(multiplier=1.0), adaptive=True, clip_norm=0.3)
     defense.setup(run)
     sigma_b = 40.0 / 20  # Andrew et al.'s default m/20
     z_update = (1.0 - (2 * sigma_b) ** -2) ** -0.5
@@ -95,7 +95,7 @@ def test_adaptive_clipping_moves_towards_the_target_quantile(make_run, make_ctx)
     run = make_run(dim=10, num_clients=1000, expected_clients=100.0, rounds=80)
     g = torch.Generator().manual_seed(0)
     for start in (0.1, 20.0):
-        defense = DPFedAvg(noise_multiplier=0.5, adaptive=True, clip_norm=start)
+        defense = DPFedAvg(noise=GaussianNoise(multiplier=0.5), adaptive=True, clip_norm=start)
         defense.setup(run)
         for t in range(80):
             ctx = make_ctx(run, t, list(range(100)))
@@ -112,7 +112,7 @@ def test_adaptive_clipping_moves_towards_the_target_quantile(make_run, make_ctx)
 
 
 def test_adaptive_refuses_too_little_count_noise(make_run) -> None:
-    defense = DPFedAvg(noise_multiplier=2.0, adaptive=True)
+    defense = DPFedAvg(noise=GaussianNoise(multiplier=2.0), adaptive=True)
     with pytest.raises(ConfigError, match="clipped_count_stddev"):
         defense.setup(make_run(expected_clients=10.0))  # σ_b = 0.5: 2σ_b < z
 
@@ -136,10 +136,10 @@ def test_refuses_runs_the_accountant_does_not_describe(
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"noise_multiplier": 1.0, "target_epsilon": 1.0}, "not both"),
+        ({"noise": {"multiplier": 1.0, "target_epsilon": 1.0}}, "not both"),
         ({"clip_norm": 0.0}, "clip_norm"),
         ({"target_quantile": 1.0}, "target_quantile"),
-        ({"noise_multiplier": -0.1}, "noise_multiplier"),
+        ({"noise": {"multiplier": -0.1}}, r"noise\.multiplier"),
         ({"nois_multiplier": 1.0}, "nois_multiplier"),
     ],
 )
@@ -150,7 +150,7 @@ def test_bad_parameters_are_refused_by_name(params: dict, field: str) -> None:
 
 def digits_dp_cell(target_epsilon: float | None) -> Cell:
     defenses = [] if target_epsilon is None else [
-        {"name": "dp_fedavg", "target_epsilon": target_epsilon, "clip_norm": 0.3}
+        {"name": "dp_fedavg", "noise": {"target_epsilon": target_epsilon}, "clip_norm": 0.3}
     ]
     cfg = parse_experiment({
         "name": "digits-dp",
@@ -172,16 +172,17 @@ def test_fedavg_on_digits_at_epsilon_8_and_1_records_epsilon() -> None:
     accuracy = {}
     for target in (8.0, 1.0):
         rows = run_cell(digits_dp_cell(target))
-        assert rows[-1]["status"] == "ok", rows[-1]["error"]
-        metrics = {r["metric"]: r for r in rows if r["type"] == "metric"}
+        assert rows[-1].status == "ok", rows[-1].error
+        metrics = {r.metric: r for r in rows if r.type == "metric"}
         eps = metrics["epsilon"]
-        assert eps["source"] == "defense:dp_fedavg"
-        assert 0.99 * target <= eps["value"] <= target
-        assert eps["higher_is_better"] is False
-        assert "accountant=rdp" in eps["note"] and "user-level" in eps["note"]
-        assert rows[-1]["insecure"] is None
-        assert rows[-1]["irreproducible"] is None and eps["irreproducible"] is None  # seeded
-        accuracy[target] = metrics["accuracy"]["value"]
+        assert eps.source == "defense:dp_fedavg"
+        assert 0.99 * target <= eps.value <= target
+        assert eps.higher_is_better is False
+        assert (eps.delta, eps.level, eps.accountant, eps.secure_mode) == (1e-5, "user", "rdp",
+                                                                           False)
+        assert rows[-1].insecure is None
+        assert rows[-1].irreproducible is None and eps.irreproducible is None  # seeded
+        accuracy[target] = metrics["accuracy"].value
     # Recorded on seed 0: 0.914 at ε≈8 and 0.705 at ε≈1 (no defense: 0.936; chance: 0.1).
     assert accuracy[8.0] >= 0.8
     assert 0.4 <= accuracy[1.0] < accuracy[8.0]
@@ -193,5 +194,5 @@ def test_non_poisson_cell_is_refused_before_training() -> None:
     cfg["fl"]["client_fraction"] = None
     cfg["fl"]["clients_per_round"] = 30
     rows = run_cell(Cell("test", "x", "x", 0, parse_experiment(cfg)))
-    assert rows[-1]["status"] == "failed"
-    assert "fl.sampling" in rows[-1]["error"]
+    assert rows[-1].status == "failed"
+    assert "fl.sampling" in rows[-1].error

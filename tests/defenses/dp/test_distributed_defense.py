@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from fedbench.config import parse_experiment
-from fedbench.defenses.dp.accounting import epsilon
+from fedbench.defenses.dp.accounting import GaussianNoise, epsilon
 from fedbench.defenses.dp.distributed_defense import DistributedDP
+from fedbench.defenses.secagg.channel import SecAggProtocol
 from fedbench.errors import ConfigError
 from fedbench.harness.cell import run_cell
+from fedbench.harness.records import Row
+from fedbench.harness.schema import MetricRecord
 from fedbench.harness.suite import Cell
 from fedbench.registry import DEFENSES
 
@@ -25,7 +28,7 @@ def one_round(defense: DistributedDP, run, ctx, updates: dict[int, np.ndarray]):
 
 def test_unmasked_sum_has_the_central_noise(make_run, make_ctx) -> None:
     run = make_run(num_clients=20, expected_clients=8.0, dim=3000)
-    defense = DistributedDP(noise_multiplier=1.5, clip_norm=0.5)
+    defense = DistributedDP(noise=GaussianNoise(multiplier=1.5), clip_norm=0.5)
     defense.setup(run)
     rng = np.random.default_rng(0)
     updates = {c: (rng.standard_normal(run.dim) * 0.02).astype(np.float32) for c in range(8)}
@@ -50,8 +53,10 @@ def test_unmasked_sum_has_the_central_noise(make_run, make_ctx) -> None:
 
 def test_dropped_noise_shares_lower_the_noise_and_raise_epsilon(make_run, make_ctx) -> None:
     run = make_run(num_clients=20, expected_clients=10.0, dim=3000)
-    defense = DistributedDP(noise_multiplier=1.0, clip_norm=1.0, dropout=0.3,
-                            dropout_stage="masked_input")
+    defense = DistributedDP(
+        noise=GaussianNoise(multiplier=1.0), clip_norm=1.0,
+        secagg=SecAggProtocol(dropout=0.3, dropout_stage="masked_input"),
+    )
     defense.setup(run)
     zeros = {c: np.zeros(run.dim, dtype=np.float32) for c in range(10)}
     result = one_round(defense, run, make_ctx(run, 0, list(range(10))), zeros)
@@ -71,7 +76,7 @@ def test_dropped_noise_shares_lower_the_noise_and_raise_epsilon(make_run, make_c
 
 def test_the_server_sees_no_single_update(make_run, make_ctx) -> None:
     run = make_run(num_clients=10, expected_clients=4.0, dim=64)
-    defense = DistributedDP(noise_multiplier=1.0)
+    defense = DistributedDP(noise=GaussianNoise(multiplier=1.0))
     defense.setup(run)
     assert defense.channel.reveals_client_updates is False
     defense.channel.begin_round(make_ctx(run, 0, [0, 1, 2, 3]))
@@ -97,7 +102,7 @@ def test_refuses_runs_the_accountant_does_not_describe(make_run) -> None:
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"noise_multiplier": 1.0, "target_epsilon": 1.0}, "not both"), ({"bits": 4}, "bits"),
+    [({"noise": {"multiplier": 1.0, "target_epsilon": 1.0}}, "not both"), ({"bits": 4}, "bits"),
      ({"clip_norm": 0.0}, "clip_norm"), ({"scale": -1.0}, "scale"),
      ({"neighbours": 3}, "neighbours")],
 )
@@ -117,30 +122,30 @@ def digits_cell(defense: dict, *, clients: int, rounds: int) -> Cell:
     return Cell("test", "digits", defense["name"], 0, cfg)
 
 
-def metrics_of(rows: list[dict]) -> dict[str, dict]:
-    assert rows[-1]["status"] == "ok", rows[-1]["error"]
-    return {r["metric"]: r for r in rows if r["type"] == "metric"}
+def metrics_of(rows: list[Row]) -> dict[str, MetricRecord]:
+    assert rows[-1].status == "ok", rows[-1].error
+    return {r.metric: r for r in rows if isinstance(r, MetricRecord)}
 
 
 def test_cell_under_secagg_records_epsilon() -> None:
-    defense = {"name": "distributed_dp", "target_epsilon": 8.0, "clip_norm": 0.3}
+    defense = {"name": "distributed_dp", "noise": {"target_epsilon": 8.0}, "clip_norm": 0.3}
     metrics = metrics_of(run_cell(digits_cell(defense, clients=30, rounds=4)))
     eps = metrics["epsilon"]
-    assert eps["source"] == "defense:distributed_dp"
-    assert "SecAgg" in eps["note"] and "user-level" in eps["note"]
-    assert eps["value"] > 0
-    assert metrics["upload_bytes_per_param"]["value"] >= 4  # masked uint32 words and protocol
-    assert metrics["rounds_failed"]["value"] == 0
+    assert eps.source == "defense:distributed_dp"
+    assert "SecAgg" in eps.note and eps.level == "user"
+    assert eps.value > 0
+    assert metrics["upload_bytes_per_param"].value >= 4  # masked uint32 words and protocol
+    assert metrics["rounds_failed"].value == 0
 
 
 @pytest.mark.slow
 def test_distributed_matches_central_dp_fedavg_on_digits() -> None:
     # The same mechanism up to discretisation: accuracy at ε≈8 within a few points of dp_fedavg.
+    target = {"noise": {"target_epsilon": 8.0}, "clip_norm": 0.3}
     central = metrics_of(run_cell(digits_cell(
-        {"name": "dp_fedavg", "target_epsilon": 8.0, "clip_norm": 0.3}, clients=100, rounds=30)))
+        {"name": "dp_fedavg", **target}, clients=100, rounds=30)))
     distributed = metrics_of(run_cell(digits_cell(
-        {"name": "distributed_dp", "target_epsilon": 8.0, "clip_norm": 0.3}, clients=100,
-        rounds=30)))
-    assert distributed["accuracy"]["value"] >= central["accuracy"]["value"] - 0.1
+        {"name": "distributed_dp", **target}, clients=100, rounds=30)))
+    assert distributed["accuracy"].value >= central["accuracy"].value - 0.1
     # Poisson rounds with fewer shares than planned cost a little more than the target.
-    assert 7.9 <= distributed["epsilon"]["value"] <= 9.0
+    assert 7.9 <= distributed["epsilon"].value <= 9.0

@@ -9,6 +9,7 @@ import pytest
 import torch
 from dp_accounting.rdp import RdpAccountant
 
+from fedbench.defenses.dp.accounting import GaussianNoise
 from fedbench.defenses.dp.ldp import LocalDP, clip_l1
 from fedbench.errors import ConfigError
 from fedbench.registry import DEFENSES
@@ -16,7 +17,7 @@ from fedbench.registry import DEFENSES
 
 def test_gaussian_noise_and_clipping(make_run, make_ctx) -> None:
     run = make_run(dim=100_000)
-    defense = LocalDP(noise_multiplier=2.0, clip_norm=0.5)
+    defense = LocalDP(noise=GaussianNoise(multiplier=2.0), clip_norm=0.5)
     defense.setup(run)
     update = torch.full((run.dim,), 1.0)  # norm ≈ 316, clipped to 0.5
     out = defense.client_update.apply(3, update, make_ctx(run, 0, [3]))
@@ -28,7 +29,7 @@ def test_gaussian_noise_and_clipping(make_run, make_ctx) -> None:
 
 def test_laplace_noise_and_l1_clipping(make_run, make_ctx) -> None:
     run = make_run(dim=100_000)
-    defense = LocalDP(mechanism="laplace", noise_multiplier=3.0, clip_norm=2.0)
+    defense = LocalDP(mechanism="laplace", noise=GaussianNoise(multiplier=3.0), clip_norm=2.0)
     defense.setup(run)
     update = torch.zeros(run.dim)
     out = defense.client_update.apply(0, update, make_ctx(run, 0, [0]))
@@ -40,7 +41,7 @@ def test_laplace_noise_and_l1_clipping(make_run, make_ctx) -> None:
 
 def test_composed_guarantee_is_the_most_frequent_client(make_run, make_ctx) -> None:
     run = make_run(dim=10)
-    defense = LocalDP(noise_multiplier=4.0)
+    defense = LocalDP(noise=GaussianNoise(multiplier=4.0))
     defense.setup(run)
     for t, sampled in enumerate([[0, 1], [0], [0, 2]]):
         ctx = make_ctx(run, t, sampled)
@@ -61,7 +62,7 @@ def test_composed_guarantee_is_the_most_frequent_client(make_run, make_ctx) -> N
 
 def test_laplace_composes_linearly(make_run, make_ctx) -> None:
     run = make_run(dim=5)
-    defense = LocalDP(mechanism="laplace", noise_multiplier=4.0)
+    defense = LocalDP(mechanism="laplace", noise=GaussianNoise(multiplier=4.0))
     defense.setup(run)
     for t in range(5):
         defense.client_update.apply(7, torch.ones(5), make_ctx(run, t, [7]))
@@ -79,8 +80,8 @@ def test_no_release_no_epsilon(make_run) -> None:
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"noise_multiplier": 0.0}, "noise_multiplier"), ({"clip_norm": -1.0}, "clip_norm"),
-     ({"mechanism": "uniform"}, "mechanism")],
+    [({"noise": {"multiplier": 0.0}}, r"noise\.multiplier must be positive"),
+     ({"clip_norm": -1.0}, "clip_norm"), ({"mechanism": "uniform"}, "mechanism")],
 )
 def test_bad_parameters_are_refused(params: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -11,7 +11,7 @@ from torch import nn
 
 from fedbench.config import parse_experiment
 from fedbench.data.tensors import TensorData
-from fedbench.defenses.dp.accounting import Accountant, epsilon
+from fedbench.defenses.dp.accounting import Accountant, GaussianNoise, epsilon
 from fedbench.defenses.dp.local_sgd import DPSGD, steps_per_round
 from fedbench.errors import ConfigError
 from fedbench.fl.params import get_flat
@@ -44,7 +44,7 @@ def test_steps_per_round_follows_opacus_sampling_rule() -> None:
 
 def test_two_rounds_for_a_client_cost_more_than_one(make_run, make_ctx) -> None:
     run = make_run(num_clients=2, client_sizes=(40, 40), model_factory=model_factory)
-    defense = DPSGD(noise_multiplier=1.1, max_grad_norm=1.0)
+    defense = DPSGD(noise=GaussianNoise(multiplier=1.1), max_grad_norm=1.0)
     defense.setup(run)
     data = client_data(40)
     worker = model_factory()
@@ -63,7 +63,7 @@ def test_two_rounds_for_a_client_cost_more_than_one(make_run, make_ctx) -> None:
 
 def test_training_uses_a_private_copy_and_leaves_the_model_unhooked(make_run, make_ctx) -> None:
     run = make_run(num_clients=1, client_sizes=(40,), model_factory=model_factory)
-    defense = DPSGD(noise_multiplier=1.0)
+    defense = DPSGD(noise=GaussianNoise(multiplier=1.0))
     defense.setup(run)
     worker = model_factory()
     before = get_flat(worker).clone()
@@ -79,7 +79,7 @@ def test_training_uses_a_private_copy_and_leaves_the_model_unhooked(make_run, ma
 def fedsgd_update(noise_multiplier: float, clip: float, data: TensorData, make_run, make_ctx):
     recipe = TrainingRecipe("fedsgd", batch_size=None, local_epochs=1, local_steps=None, lr=1.0)
     run = make_run(num_clients=1, client_sizes=(len(data),), model_factory=model_factory)
-    defense = DPSGD(noise_multiplier=noise_multiplier, max_grad_norm=clip)
+    defense = DPSGD(noise=GaussianNoise(multiplier=noise_multiplier), max_grad_norm=clip)
     defense.setup(run)
     worker = model_factory()
     result = defense.local_training.train(worker, data, recipe, client_id=0,
@@ -114,7 +114,7 @@ def test_noise_std_over_many_draws(make_run, make_ctx) -> None:
 
 def test_worst_client_and_distribution(make_run, make_ctx) -> None:
     run = make_run(num_clients=3, client_sizes=(40, 40, 16), model_factory=model_factory)
-    defense = DPSGD(noise_multiplier=1.0)
+    defense = DPSGD(noise=GaussianNoise(multiplier=1.0))
     defense.setup(run)
     for t, cid, size in [(0, 0, 40), (1, 0, 40), (1, 2, 16)]:
         defense.local_training.train(model_factory(), client_data(size, cid), RECIPE,
@@ -132,7 +132,7 @@ def test_worst_client_and_distribution(make_run, make_ctx) -> None:
 def test_target_epsilon_covers_the_worst_client_size(make_run) -> None:
     run = make_run(num_clients=3, client_sizes=(40, 40, 16), model_factory=model_factory,
                    rounds=5)
-    defense = DPSGD(target_epsilon=3.0)
+    defense = DPSGD(noise=GaussianNoise(target_epsilon=3.0))
     defense.setup(run)
     z = defense.noise_multiplier
     # The 16-example client has the larger sampling rate (1/2 vs 1/5) and is the binding one.
@@ -155,9 +155,9 @@ def test_batchnorm_model_is_refused_with_opacus_reason(make_run) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("torchcsprng") is not None,
                     reason="torchcsprng is installed")
-def test_secure_mode_without_csprng_is_refused() -> None:
+def test_secure_mode_without_csprng_is_refused(make_run) -> None:
     with pytest.raises(ConfigError, match="torchcsprng"):
-        DPSGD(secure_mode=True)
+        DPSGD(noise=GaussianNoise(secure_mode=True)).setup(make_run())
 
 
 def test_cell_on_digits_records_the_worst_client_epsilon() -> None:
@@ -165,11 +165,11 @@ def test_cell_on_digits_records_the_worst_client_epsilon() -> None:
         "data": "digits", "model": "logreg", "split": {"population_fraction": 0.0},
         "fl": {"algorithm": "fedavg", "num_clients": 5, "rounds": 3, "batch_size": 32,
                "client_lr": 0.5, "sampling": "poisson", "client_fraction": 0.6},
-        "defenses": [{"name": "dp_sgd", "noise_multiplier": 1.0, "max_grad_norm": 1.0}],
+        "defenses": [{"name": "dp_sgd", "noise": {"multiplier": 1.0}, "max_grad_norm": 1.0}],
     })
     rows = run_cell(Cell("test", "digits", "dp_sgd", 0, cfg))
-    assert rows[-1]["status"] == "ok", rows[-1]["error"]
-    metrics = {r["metric"]: r for r in rows if r["type"] == "metric"}
-    assert "example-level" in metrics["epsilon"]["note"]
-    assert metrics["epsilon"]["value"] >= metrics["epsilon_median"]["value"] > 0
-    assert metrics["accuracy"]["value"] > 0.3  # chance is 0.1
+    assert rows[-1].status == "ok", rows[-1].error
+    metrics = {r.metric: r for r in rows if r.type == "metric"}
+    assert metrics["epsilon"].level == "example"
+    assert metrics["epsilon"].value >= metrics["epsilon_median"].value > 0
+    assert metrics["accuracy"].value > 0.3  # chance is 0.1

@@ -59,10 +59,10 @@ def _run_digits(defenses: list[Any]) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     cell = rows[-1]
-    assert cell["status"] == "ok", cell["traceback"]
-    values = {r["metric"]: r["value"] for r in rows if r["type"] == "metric"}
-    values["insecure"] = cell["insecure"]
-    values["irreproducible"] = cell["irreproducible"]
+    assert cell.status == "ok", cell.traceback
+    values = {r.metric: r.value for r in rows if r.type == "metric"}
+    values["insecure"] = cell.insecure
+    values["irreproducible"] = cell.irreproducible
     return values
 
 

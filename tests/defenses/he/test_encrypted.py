@@ -55,8 +55,10 @@ def test_the_server_transcript_holds_no_single_update() -> None:
     from fedbench.config import parse_experiment
     from fedbench.fl.pipeline import Pipeline
     from fedbench.fl.simulation import Simulation
-    from fedbench.fl.transcript import Transcript, ViewKind
-    from fedbench.harness.cell import build_data, model_factory
+    from fedbench.fl.threat import ThreatModel
+    from fedbench.fl.transcript import Transcript
+    from fedbench.fl.views import ViewKind
+    from fedbench.harness.build import build_data, model_factory
     from fedbench.registry import DEFENSES
 
     cfg = parse_experiment({"model": "logreg", "fl": {"num_clients": 3, "rounds": 1}})
@@ -64,11 +66,10 @@ def test_the_server_transcript_holds_no_single_update() -> None:
     data = build_data(cfg, streams)
     defense = DEFENSES.create("ckks", {"preset": "n4096"})
     pipeline = Pipeline([("ckks", defense)])
-    transcript = Transcript(rounds=1, keep_rounds=(0,),
-                            reveals_client_updates=pipeline.channel.reveals_client_updates)
+    transcript = Transcript(rounds=1, keep_rounds=(0,))
     Simulation(model_factory=model_factory(cfg, data, streams), data=data, fl=cfg.fl,
                pipeline=pipeline, streams=streams, transcript=transcript).run()
-    assert ViewKind.CLIENT_UPDATE not in transcript.open_views()
+    assert ViewKind.CLIENT_UPDATE not in ThreatModel(channel=pipeline.channel).open_views()
     assert transcript.rounds[0].client_updates is None
     with pytest.raises(PermissionError, match="hides single client updates"):
         transcript.client_update_view(0)

@@ -10,15 +10,18 @@ import torch
 from torch import nn
 
 from fedbench.config import parse_experiment
-from fedbench.defenses.secagg.channel import SecAgg, SecAggChannel
+from fedbench.defenses.secagg.channel import SecAgg, SecAggChannel, SecAggProtocol
 from fedbench.defenses.secagg.ring import Ring
 from fedbench.errors import AggregationError, ConfigError
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.simulation import Simulation, SimulationResult
-from fedbench.fl.transcript import Transcript, ViewKind
-from fedbench.harness.cell import build_data, model_factory, run_cell
+from fedbench.fl.threat import ThreatModel
+from fedbench.fl.transcript import Transcript
+from fedbench.fl.views import ViewKind
+from fedbench.harness.build import build_data, model_factory
+from fedbench.harness.cell import run_cell
 from fedbench.harness.suite import Cell
 from fedbench.registry import DEFENSES
 from fedbench.seeding import Streams
@@ -76,14 +79,14 @@ def random_updates(clients: list[int], dim: int, seed: int = 0) -> dict[int, np.
     ("params", "match"),
     [
         ({"neighbours": "half"}, "neighbours"),
-        ({"neighbours": 5}, "even k >= 2"),
-        ({"neighbours": 0}, "even k >= 2"),
-        ({"threshold": 0.5}, r"threshold must be .* \(0.5, 1\]"),
+        ({"neighbours": 5}, "neighbours.*multiple of 2"),
+        ({"neighbours": 0}, "neighbours.*greater than or equal to 2"),
+        ({"threshold": 0.5}, r"threshold.*greater than 0\.5"),
         ({"threshold": 1.5}, "threshold"),
         ({"bits": 0}, "bits"),
         ({"quant_bits": 40, "bits": 32}, "quant_bits"),
         ({"clip_range": [0.5, -0.5]}, "clip_range"),
-        ({"dropout": 1.0}, "dropout must be in"),
+        ({"dropout": 1.0}, "'dropout' = 1.0: Input should be less than 1"),
         ({"dropout_stage": "later"}, "dropout_stage"),
         ({"tolerated_dropout": 0.7}, "tolerated_dropout"),
         ({"tolerated_corruption": -0.1}, "tolerated_corruption"),
@@ -100,30 +103,35 @@ def test_registered_defaults() -> None:
     assert isinstance(defense, SecAgg)
     channel = defense.channel
     assert channel.reveals_client_updates is False
-    assert channel.encoder.ring.bits == 32 and channel.neighbours == "full"
+    assert channel.encoder.ring.bits == 32 and channel.protocol.neighbours == "full"
 
 
 def test_setup_refuses_a_wrap_prone_config_with_the_bits_needed() -> None:
-    channel = SecAgg(bits=32, quant_bits=30).channel
+    wide = SecAgg(bits=32, quant_bits=30)
     with pytest.raises(ConfigError, match="needs 34 bits"):
-        channel.setup(make_run(num_clients=10, expected=10))
+        wide.setup(make_run(num_clients=10, expected=10))
     # With Poisson sampling every client may be sampled: the check uses N, not q·N.
-    poisson = SecAgg(bits=32, quant_bits=24).channel
-    poisson.setup(make_run(num_clients=200, expected=20, sampling="fixed"))
+    poisson = SecAgg(bits=32, quant_bits=24)
+    assert poisson.check(make_run(num_clients=200, expected=20, sampling="fixed")) == []
     with pytest.raises(ConfigError, match=r"1000 clients.*needs 34 bits"):
         poisson.setup(make_run(num_clients=1000, expected=20, sampling="poisson"))
 
 
 def test_setup_refuses_a_threshold_the_tolerated_dropouts_break() -> None:
-    channel = SecAgg(threshold=1.0, tolerated_dropout=0.1).channel
     with pytest.raises(ConfigError, match=r"needs 9; losing .* leaves 8"):
-        channel.setup(make_run())
-    SecAgg(threshold=1.0, tolerated_dropout=0.0).channel.setup(make_run())
+        SecAgg(threshold=1.0, tolerated_dropout=0.1).setup(make_run())
+    SecAgg(threshold=1.0, tolerated_dropout=0.0).setup(make_run())
 
 
 def test_setup_refuses_rounds_of_two() -> None:
     with pytest.raises(ConfigError, match="at least 3 clients"):
-        SecAgg().channel.setup(make_run(num_clients=2, expected=2))
+        SecAgg().setup(make_run(num_clients=2, expected=2))
+
+
+def test_check_lists_every_problem_at_once() -> None:
+    problems = SecAgg(bits=16, quant_bits=16, threshold=1.0).check(make_run())
+    assert len(problems) == 2
+    assert "bits" in problems[0] and "threshold or tolerated_dropout" in problems[1]
 
 
 def test_plans() -> None:
@@ -241,7 +249,8 @@ class CenteredIntegers:
 
 def test_channel_accepts_another_integer_encoder() -> None:
     run = make_run()
-    channel = SecAggChannel(encoder=CenteredIntegers(bits=12), neighbours=4)
+    channel = SecAggChannel(encoder=CenteredIntegers(bits=12),
+                            protocol=SecAggProtocol(neighbours=4))
     channel.setup(run)
     updates = {c: np.full(run.dim, -0.07 * (c + 1), dtype=np.float32) for c in range(10)}
     _, result = run_round(channel, run, updates)
@@ -262,10 +271,7 @@ def simulate(defenses: list[tuple[str, Any]], rounds: int = 5) -> SimulationResu
     streams = Streams(cfg.seed)
     data = build_data(cfg, streams)
     pipeline = Pipeline(defenses)
-    transcript = Transcript(
-        rounds=rounds, keep_rounds=range(rounds),
-        reveals_client_updates=pipeline.channel.reveals_client_updates,
-    )
+    transcript = Transcript(rounds=rounds, keep_rounds=range(rounds))
     return Simulation(
         model_factory=model_factory(cfg, data, streams), data=data, fl=cfg.fl,
         pipeline=pipeline, streams=streams, transcript=transcript,
@@ -288,7 +294,7 @@ def test_fedavg_with_secagg_matches_plaintext_within_the_quantization_error() ->
     assert secure.final_accuracy > 0.8
     # The server never saw a single client's update.
     transcript = secure.transcript
-    assert ViewKind.CLIENT_UPDATE not in transcript.open_views()
+    assert ViewKind.CLIENT_UPDATE not in ThreatModel(channel=defense.channel).open_views()
     assert all(r.client_updates is None for r in transcript.rounds)
     with pytest.raises(PermissionError):
         transcript.client_update_view(0)
@@ -299,7 +305,7 @@ def test_fedavg_with_secagg_matches_plaintext_within_the_quantization_error() ->
 def test_failed_rounds_are_recorded_and_leave_the_model_unchanged() -> None:
     defense = SecAgg(threshold=1.0, tolerated_dropout=0.0, dropout=0.25)
     result = simulate([("secagg", defense)], rounds=2)
-    assert all(row.get("failed", "").startswith("AggregationError") for row in result.history)
+    assert all((row.failed or "").startswith("AggregationError") for row in result.history)
     w0, w2 = result.transcript.rounds[0].params, result.transcript.final_params
     assert w0 is not None and w2 is not None and torch.equal(w0, w2)
 
@@ -314,8 +320,8 @@ def test_cell_with_secagg_reports_metrics_and_no_client_view() -> None:
                       "dropout_stage": "random"}],
     })
     rows = run_cell(Cell(suite="t", experiment="digits", defense="secagg", seed=0, config=cfg))
-    assert rows[-1]["status"] == "ok", rows[-1]["error"]
-    metrics = {(r["source"], r["metric"]): r["value"] for r in rows[:-1]}
+    assert rows[-1].status == "ok", rows[-1].error
+    metrics = {(r.source, r.metric): r.value for r in rows[:-1]}
     assert metrics[("fl", "rounds_failed")] == 0
     assert metrics[("fl", "clients_dropped")] == 2  # round(0.2 × 6) per round
     assert metrics[("fl", "upload_bytes_per_param")] > 4  # masked words plus key traffic

@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from fedbench.config import parse_experiment
-from fedbench.defenses.base import Defense
+from fedbench.defense import Defense
 from fedbench.errors import AggregationError
 from fedbench.fl.channel import AggregateResult, Channel, EncodedUpdate, PlaintextChannel
 from fedbench.fl.client import SGDTraining
 from fedbench.fl.context import RoundContext
 from fedbench.fl.params import get_flat, set_flat
 from fedbench.fl.pipeline import Pipeline
-from fedbench.fl.simulation import Simulation, recipe_from
+from fedbench.fl.simulation import Simulation
 from fedbench.fl.stages import ClientUpdateStage
 from fedbench.fl.transcript import Transcript
-from fedbench.harness.cell import build_data, model_factory
+from fedbench.harness.build import build_data, model_factory
 from fedbench.seeding import Streams
 
 
@@ -32,8 +32,7 @@ def _simulation(fl: dict[str, Any], defenses: list[Defense] = (), keep=(0,), **k
     pipeline = Pipeline([(type(d).__name__, d) for d in defenses])
     transcript = Transcript(
         rounds=cfg.fl.rounds,
-        keep_rounds=keep,
-        reveals_client_updates=pipeline.channel.reveals_client_updates,
+        keep_rounds=keep
     )
     return Simulation(
         model_factory=model_factory(cfg, data, streams),
@@ -61,7 +60,7 @@ def _manual_deltas(
             streams=sim.streams,
         )
         local = SGDTraining().train(
-            model, sim.data.clients[cid], recipe_from(sim.fl), client_id=cid, ctx=ctx
+            model, sim.data.clients[cid], sim.fl.recipe, client_id=cid, ctx=ctx
         )
         deltas[cid] = local.params - w0
     return deltas
@@ -128,7 +127,7 @@ def test_nan_update_is_dropped_and_recorded_never_averaged() -> None:
     result = sim.run()
     record = result.transcript.rounds[0]
     assert record.contributors == (0, 2)
-    assert record.dropped[1].startswith("rejected:") and "NaN/Inf" in record.dropped[1]
+    assert record.rejected[1].startswith("rejected:") and "NaN/Inf" in record.rejected[1]
     expected = w0 + (deltas[0] + deltas[2]) / 2
     torch.testing.assert_close(get_flat(result.model), expected, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(get_flat(result.model)).all()
@@ -141,7 +140,7 @@ def test_nan_update_can_abort_the_round() -> None:
     result = sim.run()
     assert all(r.failed and "client 1" in r.failed for r in result.transcript.rounds)
     torch.testing.assert_close(get_flat(result.model), w0)  # unchanged: nothing averaged in
-    assert [row.get("failed") is not None for row in result.history] == [True, True]
+    assert [row.failed is not None for row in result.history] == [True, True]
 
 
 class _FlakyChannel(PlaintextChannel):
@@ -180,7 +179,7 @@ def test_failed_round_can_stop_the_run() -> None:
 
 def test_evaluation_every_k_rounds_and_last() -> None:
     result = _simulation({"num_clients": 2, "rounds": 5, "eval_every": 2}).run()
-    assert [("accuracy" in r) for r in result.history] == [False, True, False, True, True]
+    assert [r.accuracy is not None for r in result.history] == [False, True, False, True, True]
 
 
 def test_only_requested_rounds_keep_vectors() -> None:
@@ -194,9 +193,9 @@ def test_poisson_round_with_nobody_sampled_leaves_model_unchanged() -> None:
     fl = {"num_clients": 5, "rounds": 30, "client_fraction": 0.05, "sampling": "poisson"}
     sim = _simulation(fl)
     result = sim.run()
-    empty = [r for r in result.history if r["sampled"] == 0]
+    empty = [r for r in result.history if r.sampled == 0]
     assert empty, "with q=0.05 and N=5 some rounds sample nobody"
-    assert all(r["contributors"] == 0 and not r.get("failed") for r in empty)
+    assert all(r.contributors == 0 and not r.failed for r in empty)
 
 
 def test_same_seed_same_model_different_seed_differs() -> None:

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from fedbench.config import parse_experiment
-from fedbench.harness.cell import membership_candidates, run_cell
+from fedbench.data.membership import membership_candidates
+from fedbench.harness.cell import run_cell
+from fedbench.harness.records import Row
+from fedbench.harness.schema import CellRecord, MetricRecord
 from fedbench.harness.suite import Cell
 from fedbench.registry import ATTACKS
 
@@ -26,45 +29,47 @@ def _cell(seed: int = 0, **changes) -> Cell:
     return Cell("t", cfg.name, "none", seed, cfg)
 
 
-def _stable(rows: list[dict]) -> list[dict]:
+def _stable(rows: list[Row]) -> list[dict]:
     return [
-        {k: v for k, v in row.items() if k not in VOLATILE} for row in rows if not row.get("timing")
+        row.model_dump(exclude=VOLATILE) for row in rows
+        if not (isinstance(row, MetricRecord) and row.timing)
     ]
 
 
 def test_records_are_long_format_with_provenance() -> None:
     rows = run_cell(_cell())
-    metrics = {r["metric"]: r for r in rows if r["type"] == "metric"}
+    metrics = {r.metric: r for r in rows if isinstance(r, MetricRecord)}
     cell_row = rows[-1]
-    assert cell_row["type"] == "cell" and cell_row["status"] == "ok"
-    assert {"config", "seeds", "versions", "git_commit", "host", "duration_s"} <= set(cell_row)
-    assert cell_row["versions"]["torch"] != "not installed"
-    assert metrics["accuracy"]["higher_is_better"] is True and metrics["accuracy"]["value"] > 0.7
-    assert metrics["mia_auc"]["higher_is_better"] is False
+    assert isinstance(cell_row, CellRecord) and cell_row.status == "ok"
+    assert cell_row.config["seed"] == 0 and cell_row.seeds == {"seed": 0}
+    assert cell_row.duration_s > 0 and cell_row.host["cpus"] > 0
+    assert cell_row.versions["torch"] != "not installed"
+    assert metrics["accuracy"].higher_is_better is True and metrics["accuracy"].value > 0.7
+    assert metrics["mia_auc"].higher_is_better is False
     assert (
-        metrics["mia_auc"]["attack"] == "loss_threshold"
-        and metrics["mia_auc"]["view"] == "final_model"
+        metrics["mia_auc"].attack == "loss_threshold"
+        and metrics["mia_auc"].view == "final_model"
     )
-    assert metrics["upload_bytes_per_param"]["value"] == 4.0  # plaintext float32
-    assert all(r["run"] == cell_row["run"] for r in rows)
+    assert metrics["upload_bytes_per_param"].value == 4.0  # plaintext float32
+    assert all(r.run == cell_row.run for r in rows)
 
 
 def test_same_seed_identical_records_different_seed_differs() -> None:
     a, b, c = run_cell(_cell(0)), run_cell(_cell(0)), run_cell(_cell(1))
     assert _stable(a) == _stable(b)
-    values = lambda rows: [r.get("value") for r in _stable(rows) if r["type"] == "metric"]  # noqa: E731
+    values = lambda rows: [r["value"] for r in _stable(rows) if r["type"] == "metric"]  # noqa: E731
     assert values(a) != values(c)
 
 
 def test_failing_cell_is_recorded_not_raised() -> None:
     rows = run_cell(_cell(partition={"name": "dirichlet", "alpha": 1.0, "min_size": 1000}))
-    assert len(rows) == 1 and rows[0]["status"] == "failed"
-    assert "min_size 1000" in rows[0]["error"] and "Traceback" in rows[0]["traceback"]
+    assert len(rows) == 1 and rows[0].status == "failed"
+    assert "min_size 1000" in rows[0].error and "Traceback" in rows[0].traceback
 
 
 def test_attack_without_open_view_is_recorded_not_applicable() -> None:
-    from fedbench.attacks.base import Attack
-    from fedbench.fl.transcript import ViewKind
+    from fedbench.attack import Attack
+    from fedbench.fl.views import ViewKind
 
     @ATTACKS.register("_test_needs_client_update")
     class NeedsUpdate(Attack):
@@ -85,19 +90,18 @@ def test_attack_without_open_view_is_recorded_not_applicable() -> None:
     finally:
         PlaintextChannel.reveals_client_updates = True
         ATTACKS._components.pop("_test_needs_client_update")
-    row = next(r for r in rows if r.get("attack") == "_test_needs_client_update")
-    assert row["status"] == "not_applicable" and "needs one of [client_update]" in row["note"]
+    row = next(r for r in rows if isinstance(r, MetricRecord)
+               and r.attack == "_test_needs_client_update")
+    assert row.status == "not_applicable" and "needs one of [client_update]" in row.note
 
 
 def test_membership_candidates_are_balanced_and_anonymous() -> None:
-    from fedbench.fl.simulation import PrivateLog
-    from fedbench.harness.cell import build_data
+    from fedbench.harness.build import build_data
     from fedbench.seeding import Streams
 
     cfg = parse_experiment(EXPERIMENT)
     data = build_data(cfg, Streams(0))
-    log = PrivateLog(participants={0, 2})
-    candidates, membership = membership_candidates(data, log, 50, np.random.default_rng(0))
+    candidates, membership = membership_candidates(data, {0, 2}, 50, np.random.default_rng(0))
     assert len(candidates) == 100 and membership.sum() == 50
     assert candidates.ids.tolist() == list(range(100))  # ids carry no membership information
     member_rows = candidates.x[membership == 1]
@@ -115,7 +119,8 @@ def test_bad_experiment_fails_before_any_work(bad: dict) -> None:
 
 
 def test_canaries_out_are_removed_before_training_in_are_kept() -> None:
-    from fedbench.harness.cell import build_data, insert_canaries
+    from fedbench.data.membership import insert_canaries
+    from fedbench.harness.build import build_data
     from fedbench.seeding import Streams
 
     data = build_data(parse_experiment(EXPERIMENT), Streams(0))
@@ -132,9 +137,10 @@ def test_canaries_out_are_removed_before_training_in_are_kept() -> None:
 
 def test_audit_on_canaries_says_so() -> None:
     rows = run_cell(_cell(attacks=[{"name": "audit", "attack": "loss_threshold"}], canaries=100))
-    bound = next(r for r in rows if r.get("metric") == "epsilon_lower_bound")
-    assert "canaries kept in training by independent fair coins" in bound["note"]
-    assert "on 100 candidates" in bound["note"]
+    bound = next(r for r in rows if isinstance(r, MetricRecord)
+                 and r.metric == "epsilon_lower_bound")
+    assert "canaries kept in training by independent fair coins" in bound.note
+    assert "on 100 candidates" in bound.note
 
 
 def test_costs_are_not_measurable_when_no_round_completes() -> None:
@@ -142,8 +148,8 @@ def test_costs_are_not_measurable_when_no_round_completes() -> None:
     # would read as "free"; it must be missing, with the reason.
     fl = {"num_clients": 2, "rounds": 1, "sampling": "poisson", "client_fraction": 1.0}
     rows = run_cell(_cell(fl=fl, defenses=["secagg"], attacks=[]))
-    metrics = {r["metric"]: r for r in rows if r["type"] == "metric"}
-    assert metrics["rounds_failed"]["value"] == 1
+    metrics = {r.metric: r for r in rows if isinstance(r, MetricRecord)}
+    assert metrics["rounds_failed"].value == 1
     for name in ("upload_bytes_per_param", "aggregation_time_ratio"):
-        assert metrics[name]["value"] is None
-        assert metrics[name]["note"] == "not measurable: no round completed"
+        assert metrics[name].value is None
+        assert metrics[name].note == "not measurable: no round completed"

@@ -11,6 +11,7 @@ from fedbench.harness.executors import (
     SequentialExecutor,
     make_executor,
 )
+from fedbench.harness.schema import MetricRecord
 from fedbench.harness.suite import expand
 
 SUITE = parse_suite(
@@ -35,7 +36,8 @@ def _stable(results) -> dict[str, list[dict]]:
     # Bit-identical: every cell fixes its torch thread count, whichever process runs it.
     return {
         cell.id: [
-            {k: v for k, v in r.items() if k not in VOLATILE} for r in rows if not r.get("timing")
+            r.model_dump(exclude=VOLATILE) for r in rows
+            if not (isinstance(r, MetricRecord) and r.timing)
         ]
         for cell, rows in results
     }

@@ -6,84 +6,34 @@ from pathlib import Path
 
 import yaml
 from PIL import Image
+from records_factory import CellRecords, make_cell
 
-from fedbench.harness.records import append_records, read_results_dir
+from fedbench.defense import PrivacyReport
+from fedbench.fl.views import ViewKind
+from fedbench.harness.environment import versions
+from fedbench.harness.records import Row, append_records, read_results_dir
 from fedbench.harness.report import COMMAND_FILE, write_report
+from fedbench.harness.writer import RecordWriter
 
 
 def _rows(
-    defense: str, clients: int, seed: int, acc: float, auc: float, psnr: float, eps: float | None
-) -> list[dict]:
-    cell = f"{defense}-{clients}-{seed}"
-    base = {
-        "cell": cell,
-        "run": f"r{cell}",
-        "experiment": "e",
-        "defense": defense,
-        "seed": seed,
-        "grid": {"fl.clients_per_round": clients},
-        "status": "ok",
-        "timing": False,
-        "unit": "",
-        "note": "",
-        "insecure": None,
-    }
-    rows = [
-        {
-            **base,
-            "type": "metric",
-            "source": "fl",
-            "attack": None,
-            "metric": "accuracy",
-            "value": acc,
-            "higher_is_better": True,
-            "kind": "utility",
-        },
-        {
-            **base,
-            "type": "metric",
-            "source": "attack:loss_threshold",
-            "attack": "loss_threshold",
-            "metric": "mia_auc",
-            "value": auc,
-            "higher_is_better": False,
-            "kind": "privacy",
-        },
-        {
-            **base,
-            "type": "metric",
-            "source": "attack:dlg",
-            "attack": "dlg",
-            "view": "aggregate",
-            "metric": "psnr",
-            "value": psnr,
-            "higher_is_better": False,
-            "kind": "privacy",
-        },
-    ]
+    defense: str, clients: int, seed: int, acc: float, auc: float | None, psnr: float,
+    eps: float | None, *, secure_mode: bool = False,
+) -> list[Row]:
+    cell = make_cell(defense, seed, grid={"fl.clients_per_round": clients},
+                     settings={"fl": {"num_clients": 16}})
+    records = CellRecords(cell).metric("accuracy", acc, True)
+    if auc is not None:
+        records.metric("mia_auc", auc, False, kind="privacy", source="attack:loss_threshold",
+                       attack="loss_threshold")
+    records.metric("psnr", psnr, False, kind="privacy", source="attack:dlg", attack="dlg",
+                   view=ViewKind.AGGREGATE)
     if eps is not None:
-        rows.append(
-            {
-                **base,
-                "type": "metric",
-                "source": "defense:dp_fedavg",
-                "attack": None,
-                "metric": "epsilon",
-                "value": eps,
-                "higher_is_better": False,
-                "kind": "privacy",
-            }
-        )
-    rows.append(
-        {
-            **base,
-            "type": "cell",
-            "label": f"e/{defense}/seed={seed}",
-            "git_commit": "abc123",
-            "versions": {"torch": "2.14.1"},
-        }
-    )
-    return rows
+        report = PrivacyReport(epsilon=eps, delta=1e-5, accountant="rdp",
+                               secure_mode=secure_mode, note="z=1.1, q=0.1, rounds=100")
+        records.metric("epsilon", eps, False, kind="privacy", source="defense:dp_fedavg",
+                       privacy=report, note=report.note)
+    return records.rows()
 
 
 def test_report_writes_tables_figures_and_provenance(tmp_path: Path) -> None:
@@ -94,7 +44,8 @@ def test_report_writes_tables_figures_and_provenance(tmp_path: Path) -> None:
                 folder / "records.jsonl", _rows("none", clients, seed, 0.95, 0.6, psnr + seed, None)
             )
             append_records(
-                folder / "records.jsonl", _rows("dp", clients, seed, 0.85, 0.52, psnr - 5, 4.0)
+                folder / "records.jsonl",
+                _rows("dp_fedavg", clients, seed, 0.85, 0.52, psnr - 5, 4.0),
             )
     (folder / "suite.yaml").write_text(
         yaml.safe_dump(
@@ -121,7 +72,7 @@ def test_report_writes_tables_figures_and_provenance(tmp_path: Path) -> None:
         assert width > 300 and height > 200
     text = (folder / "report.md").read_text()
     assert "Produced by `fedbench run sweep.yaml --jobs 2`" in text
-    assert "abc123" in text and "torch 2.14.1" in text
+    assert versions()["torch"] in text and f"torch {versions()['torch']}" in text
     assert "(figures/privacy_utility.png)" in text and "(tables/main.tex)" in text
     assert "clients_per_round=16" in text  # one table row per sweep point
 
@@ -129,23 +80,14 @@ def test_report_writes_tables_figures_and_provenance(tmp_path: Path) -> None:
 def test_report_lists_skipped_lines_and_failed_cells(tmp_path: Path) -> None:
     folder = tmp_path / "r"
     append_records(folder / "records.jsonl", _rows("none", 1, 0, 0.9, 0.6, 20.0, None))
-    append_records(
-        folder / "records.jsonl",
-        [
-            {
-                "type": "cell",
-                "cell": "x",
-                "run": "q",
-                "status": "failed",
-                "label": "e/bad/seed=0",
-                "error": "DataError: client 3 has no data",
-            }
-        ],
+    failed = RecordWriter(make_cell("secagg")).finish(
+        status="failed", started=0.0, duration_s=0.1, error="DataError: client 3 has no data"
     )
+    append_records(folder / "records.jsonl", failed)
     with (folder / "records.jsonl").open("a") as handle:
         handle.write("{broken\n")
     text = (write_report(folder).folder / "report.md").read_text()
-    assert "e/bad/seed=0: DataError: client 3 has no data" in text
+    assert "exp/secagg/seed=0: DataError: client 3 has no data" in text
     assert "records.jsonl:6: not valid JSON" in text
 
 
@@ -154,13 +96,7 @@ def test_privacy_table_states_delta_level_accountant_secure_mode(tmp_path: Path)
 
     folder = tmp_path / "dp"
     for seed, eps in ((0, 7.9), (1, 8.1)):
-        rows = _rows("dp", 1, seed, 0.9, 0.55, 12.0, eps)
-        for row in rows:
-            if row.get("metric") == "epsilon":
-                row["note"] = (
-                    "δ=1e-05, user-level, accountant=rdp, secure_mode=True; "
-                    "z=1.1, q=0.1, rounds=100"
-                )
+        rows = _rows("dp_fedavg", 1, seed, 0.9, 0.55, 12.0, eps, secure_mode=True)
         append_records(folder / "records.jsonl", rows)
     write_report(folder)
     table = privacy_table(read_results_dir(folder))
@@ -174,7 +110,7 @@ def test_privacy_table_states_delta_level_accountant_secure_mode(tmp_path: Path)
 
 def test_report_on_a_suite_without_membership_attacks(tmp_path: Path) -> None:
     folder = tmp_path / "gi-only"
-    rows = [r for r in _rows("none", 4, 0, 0.1, 0.6, 20.0, None) if r.get("metric") != "mia_auc"]
+    rows = _rows("none", 4, 0, 0.1, None, 20.0, None)
     append_records(folder / "records.jsonl", rows)
     names = {p.name for p in write_report(folder).files}
     assert "attack_success.png" in names and "report.md" in names

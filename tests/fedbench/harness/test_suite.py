@@ -113,7 +113,7 @@ def test_defense_sweep_applies_only_to_stacks_with_that_defense() -> None:
                 {"label": "prune", "stack": [{"name": "prune", "ratio": 0.5}]},
                 {"label": "ldp", "stack": ["ldp"]},
             ],
-            "grid": {"defenses.prune.ratio": [0.2, 0.9], "defenses.ldp.noise_multiplier": [0.1]},
+            "grid": {"defenses.prune.ratio": [0.2, 0.9], "defenses.ldp.noise.multiplier": [0.1]},
         }
     )
     cells = expand(suite)
@@ -121,8 +121,8 @@ def test_defense_sweep_applies_only_to_stacks_with_that_defense() -> None:
     ratios = [c.config.defenses[0].params["ratio"] for c in cells if c.defense == "prune"]
     assert ratios == [0.2, 0.9]
     ldp = next(c for c in cells if c.defense == "ldp")
-    assert ldp.config.defenses[0].params["noise_multiplier"] == 0.1
-    assert ldp.grid == {"defenses.ldp.noise_multiplier": 0.1}
+    assert ldp.config.defenses[0].params["noise"]["multiplier"] == 0.1
+    assert ldp.grid == {"defenses.ldp.noise.multiplier": 0.1}
     assert next(c for c in cells if c.defense == "none").grid == {}
 
 

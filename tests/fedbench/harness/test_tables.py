@@ -3,98 +3,34 @@
 from __future__ import annotations
 
 import pytest
+from records_factory import CellRecords, make_cell, read_back
 
+from fedbench.fl.views import ViewKind
 from fedbench.harness.records import RecordSet
 from fedbench.harness.tables import main_table, to_csv, to_latex, to_markdown
-
-
-def _row(
-    defense: str,
-    seed: int,
-    metric: str,
-    value: float | None,
-    *,
-    source: str = "fl",
-    hib: bool | None = True,
-    attack: str | None = None,
-    view: str | None = None,
-    status: str = "ok",
-    insecure: str | None = None,
-) -> dict:
-    return {
-        "type": "metric",
-        "cell": f"{defense}-{seed}",
-        "run": f"r-{defense}-{seed}",
-        "experiment": "exp",
-        "defense": defense,
-        "seed": seed,
-        "grid": {},
-        "source": source,
-        "attack": attack,
-        "view": view,
-        "metric": metric,
-        "value": value,
-        "higher_is_better": hib,
-        "kind": "privacy",
-        "unit": "",
-        "note": "",
-        "timing": False,
-        "status": status,
-        "insecure": insecure,
-    }
 
 
 def _records() -> RecordSet:
     rows = []
     for seed, (acc_none, acc_dp) in enumerate([(0.95, 0.80), (0.97, 0.84)]):
-        rows += [
-            _row("none", seed, "accuracy", acc_none),
-            _row("dp", seed, "accuracy", acc_dp),
-            _row("dp", seed, "epsilon", 8.0, source="defense:dp_fedavg", hib=False),
-            # Two membership attacks: the table must show the stronger one per row.
-            _row(
-                "none",
-                seed,
-                "mia_auc",
-                0.60,
-                source="attack:loss_threshold",
-                hib=False,
-                attack="loss_threshold",
-            ),
-            _row("none", seed, "mia_auc", 0.70, source="attack:lira", hib=False, attack="lira"),
-            _row(
-                "dp",
-                seed,
-                "mia_auc",
-                0.52,
-                source="attack:loss_threshold",
-                hib=False,
-                attack="loss_threshold",
-            ),
-            _row("dp", seed, "mia_auc", 0.51, source="attack:lira", hib=False, attack="lira"),
-            _row(
-                "none",
-                seed,
-                "psnr",
-                30.0 + seed,
-                source="attack:dlg",
-                hib=False,
-                attack="dlg",
-                view="client_update",
-            ),
-            _row(
-                "dp",
-                seed,
-                "applicable",
-                None,
-                source="attack:dlg",
-                hib=None,
-                attack="dlg",
-                status="not_applicable",
-                insecure="paillier: 1024-bit key",
-            ),
-        ]
-    return RecordSet(metrics=rows)
+        none = CellRecords(make_cell("none", seed))
+        none.metric("accuracy", acc_none, True)
+        # Two membership attacks: the table must show the stronger one per row.
+        none.metric("mia_auc", 0.60, False, source="attack:loss_threshold", kind="privacy",
+                    attack="loss_threshold")
+        none.metric("mia_auc", 0.70, False, source="attack:lira", kind="privacy", attack="lira")
+        none.metric("psnr", 30.0 + seed, False, source="attack:dlg", kind="privacy",
+                    attack="dlg", view=ViewKind.CLIENT_UPDATE)
+        dp = CellRecords(make_cell("dp_fedavg", seed))
+        dp.metric("accuracy", acc_dp, True)
+        dp.metric("epsilon", 8.0, False, source="defense:dp_fedavg", kind="privacy")
+        dp.metric("mia_auc", 0.52, False, source="attack:loss_threshold", kind="privacy",
+                  attack="loss_threshold")
+        dp.metric("mia_auc", 0.51, False, source="attack:lira", kind="privacy", attack="lira")
+        dp.metric("applicable", None, None, source="attack:dlg", kind="info", attack="dlg",
+                  status="not_applicable")
+        rows += none.rows() + dp.rows(insecure="paillier: 1024-bit key")
+    return read_back(rows)
 
 
 def test_mean_std_over_seeds_and_worst_case_attack() -> None:
@@ -102,9 +38,9 @@ def test_mean_std_over_seeds_and_worst_case_attack() -> None:
     text = table.text
     assert text.loc[("exp", "none", ""), "accuracy"] == "0.960 ± 0.014"
     assert text.loc[("exp", "none", ""), "MIA AUC"] == "0.700 ± 0.000 (lira)"
-    assert text.loc[("exp", "dp", ""), "MIA AUC"] == "0.520 ± 0.000 (loss_threshold)"
+    assert text.loc[("exp", "dp_fedavg", ""), "MIA AUC"] == "0.520 ± 0.000 (loss_threshold)"
     assert text.loc[("exp", "none", ""), "ε"] == "–"  # no DP, no ε
-    assert text.loc[("exp", "dp", ""), "GI PSNR (dB)"] == "n/a"  # attack could not run
+    assert text.loc[("exp", "dp_fedavg", ""), "GI PSNR (dB)"] == "n/a"  # attack could not run
     assert text.loc[("exp", "none", ""), "GI PSNR (dB)"] == "30.5 ± 0.7 (client_update)"
 
 
@@ -119,8 +55,8 @@ def test_best_per_column_follows_higher_is_better() -> None:
 
 def test_insecure_rows_are_marked_everywhere() -> None:
     table = main_table(_records())
-    assert "dp †" in to_markdown(table) and "1024-bit key" in to_markdown(table)
-    assert r"dp $^\dagger$" in to_latex(table)
+    assert "dp_fedavg †" in to_markdown(table) and "1024-bit key" in to_markdown(table)
+    assert r"dp\_fedavg $^\dagger$" in to_latex(table)
     assert "paillier: 1024-bit key" in to_csv(table)
 
 
@@ -142,6 +78,6 @@ def test_empty_records() -> None:
 
 
 def test_rows_follow_suite_order_not_completion_order() -> None:
-    table = main_table(_records(), order=[("exp", "dp", ""), ("exp", "none", "")])
-    assert [key[1] for key in table.text.index] == ["dp", "none"]
-    assert [key[1] for key in main_table(_records()).text.index] == ["none", "dp"]
+    table = main_table(_records(), order=[("exp", "dp_fedavg", ""), ("exp", "none", "")])
+    assert [key[1] for key in table.text.index] == ["dp_fedavg", "none"]
+    assert [key[1] for key in main_table(_records()).text.index] == ["none", "dp_fedavg"]

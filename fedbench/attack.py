@@ -1,12 +1,14 @@
-"""Base class of attacks, the attacker's knowledge, and the ground truth used only for scoring.
+"""The attack interface: what an attack may know, what it returns, and the truth it is scored on.
 
-An attack declares the views it can use, strongest first (``views``). The harness hands it the
-strongest view the defenses leave open, together with :class:`AttackerKnowledge` (public facts and
-the population split). ``run`` never receives private data; ``score`` alone receives
-:class:`GroundTruth`.
+An attack declares the views it can use, strongest first (``views``), and the round and client
+it targets (``target``). The harness hands it a view the defenses and the adversary leave open,
+together with :class:`AttackerKnowledge` (public facts and the population split). ``run`` never
+receives private data; ``score`` alone receives :class:`GroundTruth`. The implementations live
+in ``attacks/`` (installed as ``fedbench.attacks``) and register with
+:func:`fedbench.registry.register_attack`.
 
 Example:
-    >>> from fedbench.fl.transcript import ViewKind
+    >>> from fedbench.fl.views import ViewKind
     >>> class Guess(Attack):
     ...     views = (ViewKind.FINAL_MODEL,)
     ...     def run(self, view, knowledge):
@@ -23,16 +25,31 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedbench.config import FLConfig
 from fedbench.data.tensors import TensorData
 from fedbench.fl.recipe import TrainingRecipe
-from fedbench.fl.transcript import View, ViewKind
+from fedbench.fl.views import View, ViewKind
 from fedbench.metrics.base import Metric
+
+
+@dataclass(frozen=True)
+class AttackTarget:
+    """What an attack aims at.
+
+    Attributes:
+        round: The round whose update or aggregate is attacked (negative counts from the end).
+        client: The client whose update is attacked in the ``client_update`` view (None: the
+            first contributor of that round).
+    """
+
+    round: int = 0
+    client: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,8 +61,7 @@ class AttackerKnowledge:
         input_shape: Shape of one example.
         num_classes: Number of classes.
         data_kind: "image" (values in [0, 1]) or "tabular".
-        recipe: The public client-training recipe (lr, steps, batch size).
-        fl: Public FL settings (num_clients, rounds, clients per round, weighting...).
+        fl: The public FL settings (clients, rounds, sampling, weighting, the training recipe).
         defenses: Public parameters of the defenses that ran, by name.
         population: The held-out population split (never given to a client).
         candidates: Records whose membership the attacker must guess (membership hidden; ids
@@ -59,15 +75,19 @@ class AttackerKnowledge:
     model_factory: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
     num_classes: int
-    data_kind: str
-    recipe: TrainingRecipe
-    fl: dict[str, Any]
+    data_kind: Literal["image", "tabular"]
+    fl: FLConfig
     defenses: dict[str, dict[str, Any]]
     population: TensorData
     candidates: TensorData | None
     device: torch.device
     seed: int
     client_sizes: tuple[int, ...] | None = None
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        """The public client-training recipe (lr, steps, batch size)."""
+        return self.fl.recipe
 
 
 @dataclass(frozen=True)
@@ -108,12 +128,13 @@ class Attack(ABC):
     """Base class of attacks.
 
     Attributes:
-        views: The views this attack can use, strongest first.
-        target_round: The round whose update/aggregate is attacked (negative counts from the end).
+        views: The views this attack can use, strongest first (a class attribute, or set per
+            instance by attacks that wrap another).
+        target: The round (and client) attacked.
     """
 
-    views: ClassVar[tuple[ViewKind, ...]] = ()
-    target_round: int = 0
+    views: tuple[ViewKind, ...] = ()
+    target: AttackTarget = AttackTarget()
 
     def choose_view(self, open_views: Collection[ViewKind]) -> ViewKind | None:
         """The strongest of this attack's views that is open, or None."""

@@ -1,0 +1,108 @@
+"""The typed results of a round's phases (see :mod:`fedbench.fl.simulation`).
+
+```
+broadcast  server → each sampled client: the model it receives          → Broadcast
+client     local training → client stages → Δ_i, one client at a time    → ClientOutput …
+wire       check → channel.encode → channel.aggregate → failure policy    → WireResult
+server     server stages → model step                                     → ServerResult
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from fedbench.fl.channel import AggregateResult, EncodedUpdate
+
+
+@dataclass(frozen=True)
+class ClientOutput:
+    """One client's result of the client phase.
+
+    Attributes:
+        client_id: The client.
+        update: Δ_i after the client-side stages, scaled by the client's weight (flat).
+        loss: Mean local training loss.
+        used_ids: Global ids of the examples its training touched (ground truth only).
+    """
+
+    client_id: int
+    update: torch.Tensor
+    loss: float
+    used_ids: torch.Tensor
+
+
+@dataclass(frozen=True)
+class WireResult:
+    """What reached the server and what it made of it.
+
+    Attributes:
+        messages: The encoded messages the server received, by client.
+        rejected: Clients whose update failed the server's checks, with the reason.
+        aggregate: The channel's sum, or None when no message arrived.
+        losses: Every trained client's local loss (rejected clients included).
+        used_ids: Examples behind each delivered update (ground truth only).
+        aggregate_seconds: Time of ``channel.aggregate``.
+        plaintext_seconds: Time of a plaintext sum of the same updates right after it (the
+            same-run cost baseline), or None when no cost baseline was asked for.
+    """
+
+    messages: dict[int, EncodedUpdate]
+    rejected: dict[int, str]
+    aggregate: AggregateResult | None
+    losses: list[float] = field(default_factory=list)
+    used_ids: dict[int, torch.Tensor] = field(default_factory=dict)
+    aggregate_seconds: float = 0.0
+    plaintext_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerResult:
+    """The server phase's result.
+
+    Attributes:
+        contributors: Clients whose updates are in the aggregate.
+        aggregate: The decoded sum before the server-side stages (what the server saw).
+        next_params: w_{t+1}.
+    """
+
+    contributors: tuple[int, ...]
+    aggregate: torch.Tensor
+    next_params: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """One round's row of the run history.
+
+    Attributes:
+        round: Round index.
+        sampled: Clients sampled.
+        contributors: Clients in the aggregate (0 for a failed round).
+        dropped: Clients dropped by the channel or rejected by the server.
+        train_loss: Mean local loss over the trained clients (NaN when none trained).
+        upload_bytes: Bytes uploaded by all clients in the round.
+        uploaders: Clients that sent anything.
+        aggregate_seconds: Server aggregation time (None for a failed round).
+        plaintext_aggregate_seconds: The same-run plaintext baseline (None when not measured).
+        channel_stats: Channel-specific numbers (quantization error...).
+        failed: Why the round failed, or None.
+        accuracy: Test accuracy after the round (evaluation rounds only).
+        loss: Test loss after the round (evaluation rounds only).
+    """
+
+    round: int
+    sampled: int
+    contributors: int = 0
+    dropped: int = 0
+    train_loss: float = float("nan")
+    upload_bytes: int = 0
+    uploaders: int = 0
+    aggregate_seconds: float | None = None
+    plaintext_aggregate_seconds: float | None = None
+    channel_stats: dict[str, float] = field(default_factory=dict)
+    failed: str | None = None
+    accuracy: float | None = None
+    loss: float | None = None

@@ -1,0 +1,131 @@
+"""Tests for fedbench.fl.stacked: many copies of a model trained at once, equal to the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedbench.data.tensors import TensorData
+from fedbench.fl.client import SGDTraining, batch_schedule
+from fedbench.fl.context import RoundContext
+from fedbench.fl.params import get_flat
+from fedbench.fl.recipe import TrainingRecipe
+from fedbench.fl.stacked import (
+    gradients_of,
+    grouped_forward,
+    local_sgd_stacked,
+    stacked_gradients,
+    vectorizable,
+    vmapped_forward,
+)
+from fedbench.registry import DATASETS, MODELS
+from fedbench.seeding import Streams
+
+
+def _factory(name: str, **params: Any) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return MODELS.create(name, params, in_shape=(1, 8, 8), num_classes=10)
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def digits() -> TensorData:
+    return DATASETS.create("digits").train.subset(np.arange(400))
+
+
+@pytest.mark.parametrize(
+    ("model", "recipe", "sizes"),
+    [
+        (_factory("mlp", hidden=[32]), TrainingRecipe("fedsgd", 16, 1, None, 0.1), (16, 16, 16)),
+        (_factory("mlp", hidden=[32]), TrainingRecipe("fedavg", 8, 2, None, 0.05, 0.9),
+         (24, 24)),
+        # every client holds fewer examples than a batch: the whole client is the batch
+        (_factory("logreg"), TrainingRecipe("fedavg", 32, 3, None, 0.2), (5, 5, 5, 5)),
+        (_factory("lenet"), TrainingRecipe("fedavg", 4, 1, 3, 0.01), (12, 12)),
+    ],
+    ids=["fedsgd", "fedavg-momentum", "clients-smaller-than-a-batch", "lenet-steps"],
+)
+def test_stacked_local_sgd_gives_each_clients_sgd_training(
+    digits: TensorData, model: Callable[[], nn.Module], recipe: TrainingRecipe,
+    sizes: tuple[int, ...],
+) -> None:
+    base = model()
+    w0 = get_flat(base)
+    offsets = np.cumsum((0, *sizes))
+    clients = [digits.subset(np.arange(offsets[i], offsets[i + 1])) for i in range(len(sizes))]
+    streams = Streams(3)
+    ctx = RoundContext(round=0, sampled=list(range(len(sizes))), num_clients=len(sizes),
+                       expected_clients=len(sizes), dim=w0.numel(), streams=streams)
+    looped = []
+    for cid, data in enumerate(clients):
+        worker = model()
+        looped.append(SGDTraining().train(worker, data, recipe, client_id=cid, ctx=ctx).params)
+    names = [n for n, p in base.named_parameters() if p.requires_grad]
+    start = {n: p.detach().unsqueeze(0).repeat(len(sizes), *[1] * p.dim())
+             for n, p in base.named_parameters() if p.requires_grad}
+    schedules = [batch_schedule(len(c), recipe, streams.torch("local_training", 0, cid))
+                 for cid, c in enumerate(clients)]
+    rows = torch.stack([torch.arange(offsets[i], offsets[i + 1]) for i in range(len(sizes))])
+    trained = local_sgd_stacked(stacked_gradients(base), start, schedules, rows, digits.x,
+                                digits.y, recipe)
+    stacked = torch.cat([trained[n].reshape(len(sizes), -1) for n in names], dim=1)
+    for cid in range(len(sizes)):
+        assert (looped[cid] - w0).abs().amax() > 1e-3  # the client actually trained
+        torch.testing.assert_close(stacked[cid], looped[cid], atol=2e-6, rtol=1e-5)
+
+
+def test_models_torch_func_cannot_batch_are_not_vectorizable(digits: TensorData) -> None:
+    def with_batchnorm() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                             nn.Linear(16, 10))
+
+    assert not vectorizable(with_batchnorm(), digits.x[0], digits.y[0])
+    assert vectorizable(_factory("mlp")(), digits.x[0], digits.y[0])
+
+
+def _sigmoid_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.Sigmoid(), nn.Linear(24, 12),
+                         nn.Tanh(), nn.Linear(12, 10, bias=False))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [_factory("mlp", hidden=[32]), _factory("logreg"), _sigmoid_mlp],
+    ids=["mlp", "logreg", "sigmoid-tanh-nobias"],
+)
+def testgrouped_forward_gives_the_vmap_gradients(
+    digits: TensorData, model: Callable[[], nn.Module]
+) -> None:
+    base = model()
+    forward = grouped_forward(base)
+    assert forward is not None
+    copies, batch = 3, 5
+    g = torch.Generator().manual_seed(0)
+    params = {n: p.detach().unsqueeze(0).repeat(copies, *[1] * p.dim())
+              + 0.1 * torch.randn(copies, *p.shape, generator=g)
+              for n, p in base.named_parameters()}
+    rows = torch.randint(0, len(digits), (copies, batch), generator=g)
+    x, y = digits.x[rows], digits.y[rows]
+    grouped = gradients_of(forward)(params, x, y)
+    mapped = gradients_of(vmapped_forward(base))(params, x, y)
+    assert grouped.keys() == mapped.keys()
+    for name in grouped:
+        assert grouped[name].abs().amax() > 0
+        torch.testing.assert_close(grouped[name], mapped[name], atol=1e-6, rtol=1e-5)
+
+
+def testgrouped_forward_only_takes_fully_connected_sequentials() -> None:
+    assert grouped_forward(_factory("lenet")()) is None  # convolutions: vmap
+    assert grouped_forward(nn.Sequential(nn.Linear(64, 10))) is None  # no Flatten first
+    frozen = _factory("mlp", hidden=[8])()
+    frozen[1].weight.requires_grad_(False)
+    assert grouped_forward(frozen) is None  # not every layer is in the stacked parameters
