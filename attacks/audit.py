@@ -252,5 +252,7 @@ class Audit(Attack):
             Metric("audit_correct", one_run.correct, None, kind="info"),
         ]
 
-    def figures(self, result: AttackResult, truth: GroundTruth, folder: Path) -> list[Path]:
-        return self.inner.figures(result, truth, folder)
+    def figures(
+        self, result: AttackResult, truth: GroundTruth, folder: Path, *, caption: str = ""
+    ) -> list[Path]:
+        return self.inner.figures(result, truth, folder, caption=caption)

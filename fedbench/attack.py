@@ -148,6 +148,10 @@ class Attack(ABC):
     def score(self, result: AttackResult, truth: GroundTruth) -> list[Metric]:
         """Score the result against the ground truth."""
 
-    def figures(self, result: AttackResult, truth: GroundTruth, folder: Path) -> list[Path]:
-        """Write figures for this result under ``folder`` (optional); return their paths."""
+    def figures(
+        self, result: AttackResult, truth: GroundTruth, folder: Path, *, caption: str = ""
+    ) -> list[Path]:
+        """Write figures for this result under ``folder`` (optional); return their paths.
+
+        ``caption`` names the experiment, defense and adversary; titles start with it."""
         return []

@@ -265,7 +265,8 @@ class SuiteConfig(_Strict):
         tolerances: Regression tolerances used by ``fedbench compare``.
     """
 
-    name: str
+    # The name is a folder under --results-dir: no separators, no "..", nothing hidden.
+    name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
     description: str = ""
     experiments: list[dict[str, Any]] = Field(min_length=1)
     defenses: list[DefenseStack] = Field(default_factory=lambda: [DefenseStack(label="none")])

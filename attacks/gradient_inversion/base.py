@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -159,7 +160,9 @@ class InversionAttack(Attack):
             ))
         return metrics
 
-    def figures(self, result: AttackResult, truth: GroundTruth, folder: Path) -> list[Path]:
+    def figures(
+        self, result: AttackResult, truth: GroundTruth, folder: Path, *, caption: str = ""
+    ) -> list[Path]:
         if (
             result.reconstruction is None
             or truth.examples is None
@@ -169,7 +172,9 @@ class InversionAttack(Attack):
         ordered, values = per_image_psnr(
             result.reconstruction, truth.examples.x, data_kind="image"
         )
-        title = f"{self.name} on the {result.extras.get('view', '?')} view"
+        headline = (f"{self.name} on the {result.extras.get('view', '?')} view: median PSNR "
+                    f"{float(np.nanmedian(values)):.1f} dB over {len(values)} images")
+        title = "\n".join(p for p in (caption, headline) if p)
         path = folder / f"{self.name}_reconstruction.png"
         return [reconstruction_grid(truth.examples.x, ordered, values, path, title=title)]
 

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
@@ -18,7 +19,7 @@ from fedbench.data.tensors import TensorData
 from fedbench.fl.params import set_flat
 from fedbench.fl.views import FinalModelView, View
 from fedbench.metrics.base import Metric
-from fedbench.metrics.mia import membership_metrics, plot_roc, roc
+from fedbench.metrics.mia import membership_metrics, plot_roc, roc, tpr_at_fpr
 
 
 class MembershipAttack(Attack):
@@ -53,11 +54,19 @@ class MembershipAttack(Attack):
             raise ValueError(f"{self.name}: scoring needs scores and membership labels")
         return membership_metrics(result.scores, truth.membership)
 
-    def figures(self, result: AttackResult, truth: GroundTruth, folder: Path) -> list[Path]:
+    def figures(
+        self, result: AttackResult, truth: GroundTruth, folder: Path, *, caption: str = ""
+    ) -> list[Path]:
         if result.scores is None or truth.membership is None:
             return []
         settings = repr(sorted(self.settings().items())).encode()
         tag = hashlib.sha256(settings).hexdigest()[:8]
         path = Path(folder) / f"roc_{self.name}_{tag}.png"
         curve = roc(result.scores, truth.membership)
-        return [plot_roc({self.name: curve}, path, title=f"{self.name} (log-log ROC)")]
+        auc = roc_auc_score(truth.membership, result.scores)
+        tpr = tpr_at_fpr(result.scores, truth.membership, 0.01)
+        headline = f"{self.name}: AUC {auc:.3f}, TPR@1%FPR " + (
+            "not measurable" if tpr is None else f"{tpr:.3f}"
+        )
+        title = "\n".join(p for p in (caption, headline) if p)
+        return [plot_roc({self.name: curve}, path, title=title)]

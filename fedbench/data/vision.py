@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,10 +79,29 @@ def _mnist_like(name: str, folder: str, data_root: str | None, download: bool) -
     )
 
 
+# What a CIFAR python batch holds: a dict of lists, strings and one numpy array. Unpickling
+# may call only these, so a crafted file in data_root cannot run code.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: a CIFAR batch holds only arrays and lists"
+            )
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")
+            entry = _CifarUnpickler(handle, encoding="latin1").load()
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry[label_key], dtype=np.int64)
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:

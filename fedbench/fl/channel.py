@@ -101,6 +101,18 @@ def check_update(client_id: int, update: np.ndarray, dim: int) -> None:
         )
 
 
+def _check_finite_sum(total: np.ndarray, contributors: tuple[int, ...]) -> None:
+    """Finite updates can still overflow float32 when summed: say so here, at the sum, rather
+    than as a NaN test loss rounds later."""
+    if np.isfinite(total).all():
+        return
+    bad = int(np.flatnonzero(~np.isfinite(total))[0])
+    raise AggregationError(
+        f"plaintext: the float32 sum of clients {list(contributors)} overflows "
+        f"({int((~np.isfinite(total)).sum())} coordinates, the first at index {bad})"
+    )
+
+
 class PlaintextChannel(Channel):
     """No protection: the server receives every update in the clear and sums them."""
 
@@ -118,8 +130,10 @@ class PlaintextChannel(Channel):
         # A float32 accumulator, as a plaintext FL server would use: rounding error ~n·2⁻²⁴
         # relative, far below any update's scale, at the speed of the float32 sum.
         total = np.array(messages[ids[0]].payload, dtype=np.float32)
-        for cid in ids[1:]:
-            np.add(total, messages[cid].payload, out=total)
+        with np.errstate(over="ignore"):  # an overflow is detected and named just below
+            for cid in ids[1:]:
+                np.add(total, messages[cid].payload, out=total)
+        _check_finite_sum(total, ids)
         return AggregateResult(
             total=total.astype(np.float64),
             contributors=ids,

@@ -82,6 +82,7 @@ class RoundSummary:
         sampled: Clients sampled.
         contributors: Clients in the aggregate (0 for a failed round).
         dropped: Clients dropped by the channel or rejected by the server.
+        rejected: The clients whose update the server refused, with why.
         train_loss: Mean local loss over the trained clients (NaN when none trained).
         upload_bytes: Bytes uploaded by all clients in the round.
         uploaders: Clients that sent anything.
@@ -97,6 +98,7 @@ class RoundSummary:
     sampled: int
     contributors: int = 0
     dropped: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)
     train_loss: float = float("nan")
     upload_bytes: int = 0
     uploaders: int = 0

@@ -160,6 +160,10 @@ class Simulation:
             wire = self._wire_phase(self._client_phase(sent, ctx), ctx)
         except (AggregationError, BadClientUpdate) as err:
             return self._failed_round(ctx, sent, w_t, f"{type(err).__name__}: {err}")
+        if wire.aggregate is None and wire.rejected:
+            # Clients took part but nothing could be summed: not a round the model learnt from.
+            why = f"every update was rejected ({len(wire.rejected)} clients)"
+            return self._failed_round(ctx, sent, w_t, why, wire.rejected)
         server = self._server_phase(wire, ctx, w_t)
         record = self._record(ctx, sent, wire, server, w_t)
         return _summary(ctx, wire, record)
@@ -247,7 +251,10 @@ class Simulation:
     def _server_phase(self, wire: WireResult, ctx: RoundContext, w_t: torch.Tensor) -> ServerResult:
         """Server stages on the decoded sum, then the model step."""
         result = wire.aggregate
-        if result is None:  # nobody sampled (Poisson) or every update was rejected
+        # Nobody sampled (Poisson): not a failure. The server stages still run, so DP-FedAvg
+        # releases its noise on the empty sum: skipping the release would reveal that nobody
+        # took part, which the accountant's Poisson analysis does not allow for.
+        if result is None:
             total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
             contributors: tuple[int, ...] = ()
         else:
@@ -305,16 +312,18 @@ class Simulation:
         return record
 
     def _failed_round(
-        self, ctx: RoundContext, sent: Broadcast, w_t: torch.Tensor, why: str
+        self, ctx: RoundContext, sent: Broadcast, w_t: torch.Tensor, why: str,
+        rejected: dict[int, str] | None = None,
     ) -> RoundSummary:
         """A round without an aggregate: recorded as failed, the model unchanged."""
         record = RoundRecord(
-            round=ctx.round, sampled=tuple(ctx.sampled), model_hashes=sent.hashes, failed=why,
-            params=w_t,
+            round=ctx.round, sampled=tuple(ctx.sampled), model_hashes=sent.hashes,
+            rejected=dict(rejected or {}), failed=why, params=w_t,
         )
         self.transcript.add_round(record, channel=self.pipeline.channel)
         self.transcript.record_params(w_t)
-        return RoundSummary(round=ctx.round, sampled=len(ctx.sampled), failed=why)
+        return RoundSummary(round=ctx.round, sampled=len(ctx.sampled),
+                            rejected=dict(record.rejected), failed=why)
 
 
 def _summary(ctx: RoundContext, wire: WireResult, record: RoundRecord) -> RoundSummary:
@@ -323,6 +332,7 @@ def _summary(ctx: RoundContext, wire: WireResult, record: RoundRecord) -> RoundS
         sampled=len(ctx.sampled),
         contributors=len(record.contributors),
         dropped=len(record.dropped) + len(record.rejected),
+        rejected=dict(record.rejected),
         train_loss=float(np.mean(wire.losses)) if wire.losses else float("nan"),
         upload_bytes=int(sum(record.upload_bytes.values())),
         uploaders=len(record.upload_bytes),

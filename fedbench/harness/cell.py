@@ -3,6 +3,9 @@ and write its records."""
 
 from __future__ import annotations
 
+import math
+import re
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -26,11 +29,14 @@ from fedbench.fl.threat import ThreatModel
 from fedbench.fl.views import View, ViewKind
 from fedbench.harness.build import build_defenses, cell_data, model_factory
 from fedbench.harness.records import Row
+from fedbench.harness.schema import RoundRow
 from fedbench.harness.suite import Cell
 from fedbench.harness.writer import RecordWriter
 from fedbench.metrics.base import Metric
 from fedbench.registry import ATTACKS
 from fedbench.seeding import Streams
+
+FIGURES = "figures"
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,18 @@ def run_metrics(sim: SimulationResult) -> list[Metric]:
     ]
 
 
+def round_row(summary: RoundSummary) -> RoundRow:
+    """A round's summary as the cell record keeps it (NaN, JSON's missing number, as None)."""
+    loss = summary.train_loss
+    return RoundRow(
+        round=summary.round, sampled=summary.sampled, contributors=summary.contributors,
+        dropped=summary.dropped, rejected=summary.rejected,
+        train_loss=None if math.isnan(loss) else loss, upload_bytes=summary.upload_bytes,
+        aggregate_seconds=summary.aggregate_seconds, failed=summary.failed,
+        accuracy=summary.accuracy, loss=summary.loss,
+    )
+
+
 def aggregation_time_ratio(history: list[RoundSummary], why: str) -> Metric:
     """Median server aggregation time over the median time of a plaintext sum of the same
     updates, timed right after it in each round (same data, same machine, same moment).
@@ -112,15 +130,19 @@ class CellRun:
     """Executes one cell and produces its records."""
 
     def __init__(
-        self, cell: Cell, *, figures_dir: Path | None = None, progress: bool = False
+        self, cell: Cell, *, figures: bool = False, progress: bool = False,
+        executor: str | None = None,
     ) -> None:
         self.cell = cell
         self.cfg = cell.config
-        self.figures_dir = figures_dir
+        self.figures = figures
+        self.files: dict[str, bytes] = {}
+        self.executor = executor
         self.progress = progress
         self.writer = RecordWriter(cell)
         self.defenses: list[tuple[str, Defense]] = []
         self.canaries: Canaries | None = None
+        self.history: list[RoundRow] = []
 
     def execute(self) -> list[Row]:
         """Run the cell; always returns rows ending with the ``cell`` row (ok or failed)."""
@@ -131,12 +153,14 @@ class CellRun:
         try:
             self._execute()
         except Exception as err:  # a failed cell is recorded, and reruns on resume
+            self.files = {}
             return self.writer.finish(
                 status="failed",
                 error="".join(traceback.format_exception_only(type(err), err)).strip(),
                 traceback=traceback.format_exc()[-4000:],
                 started=started,
                 duration_s=time.perf_counter() - tick,
+                executor=self.executor,
             )
         finally:
             torch.set_num_threads(threads)
@@ -149,6 +173,8 @@ class CellRun:
             duration_s=time.perf_counter() - tick,
             insecure="; ".join(insecure) or None,
             irreproducible="; ".join(varies) or None,
+            history=self.history,
+            executor=self.executor,
         )
 
     def _execute(self) -> None:
@@ -171,6 +197,7 @@ class CellRun:
             transcript=transcript, cost_baseline=True, device=cfg.device,
             progress=self.progress,
         ).run()
+        self.history = [round_row(r) for r in sim.history]
         for metric in run_metrics(sim):
             self.writer.metric(metric, source="fl")
         for name, defense in self.defenses:
@@ -264,16 +291,56 @@ class CellRun:
             Metric("attack_seconds", seconds, None, kind="cost", unit="s", timing=True),
             source=source, attack=plan.name, view=view.kind,
         )
-        if self.figures_dir is None:
+        if not self.figures:
             return
-        folder = self.figures_dir / self.cell.id
-        for path in plan.attack.figures(result, truth, folder):
-            self.writer.metric(Metric("figure", None, None), source=source, attack=plan.name,
-                               view=view.kind, path=str(path))
+        caption = f"{self.cell.experiment} · {self.cell.defense} · {self.writer.adversary}"
+        with tempfile.TemporaryDirectory() as tmp:
+            made = plan.attack.figures(result, truth, Path(tmp), caption=caption)
+            for path in made:
+                # Relative to the results folder, so a copied or moved folder keeps its links;
+                # returned as bytes, so a cell on a Ray worker loses none.
+                name = f"{FIGURES}/{figure_folder(self.cell)}/{path.name}"
+                self.files[name] = Path(path).read_bytes()
+                self.writer.metric(Metric("figure", None, None), source=source,
+                                   attack=plan.name, view=view.kind, path=name)
 
 
-def run_cell(
-    cell: Cell, *, figures_dir: Path | None = None, progress: bool = False
-) -> list[Row]:
-    """Execute ``cell`` and return its records (metric rows, then one ``cell`` row)."""
-    return CellRun(cell, figures_dir=figures_dir, progress=progress).execute()
+@dataclass(frozen=True)
+class CellOutput:
+    """What a cell's run hands back: its records and its figures (path in the results folder
+    -> PNG bytes)."""
+
+    rows: list[Row]
+    files: dict[str, bytes]
+
+
+def figure_folder(cell: Cell) -> str:
+    """A readable folder name for a cell's figures (its label, made safe, and its id)."""
+    safe = re.sub(r"[^A-Za-z0-9._=+-]+", "_", cell.label.replace("%", "pct").replace("/", "__"))
+    return f"{safe.strip('_')}-{cell.id[:6]}"
+
+
+def execute_cell(
+    cell: Cell, *, figures: bool = True, progress: bool = False, executor: str | None = None
+) -> CellOutput:
+    """Execute ``cell``: its records (metric rows, then one ``cell`` row) and figures."""
+    run = CellRun(cell, figures=figures, progress=progress, executor=executor)
+    rows = run.execute()
+    return CellOutput(rows, run.files)
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write a cell's figures under ``folder`` (the results folder)."""
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def run_cell(cell: Cell, *, figures_dir: Path | None = None, progress: bool = False) -> list[Row]:
+    """Execute ``cell`` in this process; with ``figures_dir`` (a results folder) its figures
+    are written there. Returns its records."""
+    output = execute_cell(cell, figures=figures_dir is not None, progress=progress)
+    if figures_dir is not None:
+        write_files(figures_dir, output.files)
+    return output.rows

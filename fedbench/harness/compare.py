@@ -162,34 +162,59 @@ def compare_benchmarks(
             if direction not in ("higher", "lower"):
                 raise ResultsError(f"{name}: compare direction of {metric!r} must be higher/lower")
             tolerance = tolerances.by_metric.get(metric) or Tolerance(rel=rel_tolerance)
-            before, after = info.get(metric), new[name].get(metric)
-            verdict, allowed = judge(
-                None if before is None else float(before),
-                None if after is None else float(after),
-                direction == "higher",
-                tolerance,
-            )
+            before = _ratio(info, metric, f"{name} (OLD)")
+            after = _ratio(new[name], metric, f"{name} (NEW)")
+            if before is not None and after is None:  # a declared ratio that vanished
+                result.missing_in_new.append(f"{name}: {metric}")
+                result.changes.append(Change(name, metric, before, None, 0.0, "not comparable"))
+                continue
+            verdict, allowed = judge(before, after, direction == "higher", tolerance)
             result.changes.append(Change(name, metric, before, after, allowed, verdict))
     return result
 
 
-def compare_paths(old: Path, new: Path, *, rel_tolerance: float = 0.25) -> Comparison:
-    """Compare two results folders (tolerances from NEW's suite.yaml) or two benchmark JSONs
-    (``rel_tolerance`` for their declared ratios)."""
-    import yaml
+def _ratio(info: dict[str, Any], metric: str, where: str) -> float | None:
+    value = info.get(metric)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ResultsError(f"{where}: ratio {metric!r} is {value!r}, not a number") from None
 
+
+def baseline_tolerances(old: Path) -> Tolerances:
+    """The tolerances of the baseline's suite (OLD's suite.yaml), never the candidate's: a
+    candidate must not loosen the gate it is judged by."""
+    from pydantic import ValidationError
+
+    from fedbench.harness.report import read_suite
+
+    suite = read_suite(old)
+    if "tolerances" not in suite:
+        return Tolerances()
+    try:
+        return Tolerances.model_validate(suite["tolerances"])
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ResultsError(
+            f"{old / 'suite.yaml'}: tolerances.{field}: {first['msg']}"
+        ) from None
+
+
+def compare_paths(old: Path, new: Path, *, rel_tolerance: float = 0.25) -> Comparison:
+    """Compare two results folders (tolerances from OLD's suite.yaml) or two benchmark JSONs
+    (``rel_tolerance`` for their declared ratios)."""
     from fedbench.harness.records import read_results_dir
 
+    if rel_tolerance < 0:
+        raise ResultsError(f"--rel-tolerance must be non-negative, got {rel_tolerance}")
     if old.suffix == ".json" or new.suffix == ".json":
         if not (old.suffix == ".json" and new.suffix == ".json"):
             raise ResultsError(f"compare {old} with {new}: both must be benchmark JSON files")
         return compare_benchmarks(
             load_benchmark_json(old), load_benchmark_json(new), Tolerances(), rel_tolerance
         )
-    tolerances = Tolerances()
-    suite_file = new / "suite.yaml"
-    if suite_file.exists():
-        suite = yaml.safe_load(suite_file.read_text(encoding="utf-8")) or {}
-        if "tolerances" in suite:
-            tolerances = Tolerances.model_validate(suite["tolerances"])
+    tolerances = baseline_tolerances(old)
     return compare_records(read_results_dir(old), read_results_dir(new), tolerances)

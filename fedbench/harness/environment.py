@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 import sys
@@ -27,22 +28,43 @@ def versions() -> dict[str, str]:
     return found
 
 
+# What decides a result: the code of the three trees and the project file (not results/, docs).
+SOURCE_PATHS = ("fedbench", "attacks", "defenses", "pyproject.toml")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+
+
 @lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """Commit of the working tree fedbench runs from (with '+dirty' if modified), if any."""
-    here = Path(__file__).resolve().parent
+def code_version() -> str:
+    """The version of the code that produces results: the git commit, plus ``+`` and a hash of
+    the uncommitted changes to the source (diff and untracked source files) when there are
+    any; ``fedbench <version>`` outside a git checkout (an installed package)."""
+    root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
+        commit = _git(root, "rev-parse", "HEAD").strip()
+        diff = _git(root, "diff", "HEAD", "--", *SOURCE_PATHS)
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "--", *SOURCE_PATHS)
     except (OSError, subprocess.SubprocessError):
+        return f"fedbench {versions()['fedbench']}"
+    if not diff and not untracked.strip():
+        return commit
+    digest = hashlib.sha256(diff.encode())
+    for name in sorted(untracked.split()):
+        digest.update(name.encode() + (root / name).read_bytes())
+    return f"{commit}+{digest.hexdigest()[:12]}"
+
+
+def git_commit() -> str | None:
+    """The commit of the working tree fedbench runs from (``+dirty`` when its source has
+    uncommitted changes), or None outside git."""
+    version = code_version()
+    if version.startswith("fedbench "):
         return None
-    return f"{commit}+dirty" if dirty else commit
+    return version.split("+")[0] + ("+dirty" if "+" in version else "")
 
 
 def host() -> dict[str, str | int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,6 +32,10 @@ def _per_row(frame: pd.DataFrame, metric: str, family: str, worst: str) -> pd.Se
 def _label(key: tuple[str, str, str]) -> str:
     _, defense, sweep = key
     return f"{defense}" + (f" [{sweep}]" if sweep else "")
+
+
+def _adversaries(records: RecordSet) -> str:
+    return ", ".join(sorted({c.adversary for c in records.cells.values()})) or "none"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -65,18 +70,30 @@ def _trade_off_panels(frame: pd.DataFrame) -> list[tuple[str, list[Panel]]]:
     return grid
 
 
-def _draw_trade_off(ax: plt.Axes, experiment: str, panel: Panel) -> None:
+def defense_colours(frame: pd.DataFrame) -> dict[str, Any]:
+    """One colour per defense label, the same in every panel of a figure."""
+    defenses = list(dict.fromkeys(frame["defense"]))
+    return dict(zip(defenses, sns.color_palette("tab10", len(defenses)), strict=True))
+
+
+def _draw_trade_off(
+    ax: plt.Axes, experiment: str, panel: Panel, colours: dict[str, Any]
+) -> None:
+    """One panel: colour and legend by defense (labels written on points overprint when
+    several defenses share one), a sweep drawn as a line through its points, and the failure
+    baseline of the measure (AUC 0.5: the attack guesses)."""
     joined, metric, title = panel
-    sns.scatterplot(data=joined, x="x", y="accuracy", ax=ax, s=60)
-    for _, point in joined.iterrows():
-        ax.annotate(_label((point["experiment"], point["defense"], point["sweep"])),
-                    (point["x"], point["accuracy"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+    points = joined.sort_values("x")
+    sns.lineplot(data=points, x="x", y="accuracy", hue="defense", marker="o", ax=ax,
+                 sort=True, estimator=None, markersize=7, palette=colours)
+    if metric == "mia_auc":
+        ax.axvline(0.5, color="grey", ls="--", lw=0.8, label="attack fails (AUC 0.5)")
     if metric == "epsilon":
         ax.set_xscale("log")
     ax.set_xlabel(title)
     ax.set_ylabel("test accuracy")
-    ax.set_title(experiment)
+    ax.set_title(f"{experiment}: accuracy against {title.split(' (')[0]}")
+    ax.legend(fontsize=7, loc="best")
 
 
 def privacy_utility(records: RecordSet, path: Path) -> Path | None:
@@ -89,15 +106,16 @@ def privacy_utility(records: RecordSet, path: Path) -> Path | None:
     grid = _trade_off_panels(frame) if not frame.empty else []
     if not grid:
         return None
+    colours = defense_colours(frame)
     width = max(len(row) for _, row in grid)
     fig, axes = plt.subplots(len(grid), width, figsize=(5 * width, 4 * len(grid)), squeeze=False)
     for r, (experiment, row) in enumerate(grid):
         for c in range(width):
             if c < len(row):
-                _draw_trade_off(axes[r][c], experiment, row[c])
+                _draw_trade_off(axes[r][c], experiment, row[c], colours)
             else:
                 axes[r][c].axis("off")
-    fig.suptitle("Privacy–utility trade-off")
+    fig.suptitle(f"Privacy–utility trade-off (adversary: {_adversaries(records)})")
     return _save(fig, path)
 
 
@@ -122,13 +140,16 @@ def attack_success(records: RecordSet, path: Path) -> Path | None:
         len(v) for _, _, v in panels) + 1.5), squeeze=False)
     for ax, (experiment, title, values) in zip(axes[0], panels, strict=True):
         labels = [_label(key) for key in values.index]
-        sns.barplot(x=values.to_numpy(), y=labels, ax=ax, orient="h", color="tab:red")
+        sns.barplot(x=values.to_numpy(), y=labels, ax=ax, orient="h", hue=labels,
+                    palette="tab10", legend=False)
         ax.set_xlabel(title)
         ax.set_title(experiment)
         if "AUC" in title:
-            ax.axvline(0.5, color="black", lw=0.8, ls="--")
+            ax.axvline(0.5, color="black", lw=0.8, ls="--", label="attack fails (AUC 0.5)")
             ax.set_xlim(0.45, max(0.75, float(values.max()) + 0.02))
-    fig.suptitle("Strongest attack per defense (lower is better for the defense)")
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Strongest attack per defense\n(lower is better for the defense; "
+                 f"adversary: {_adversaries(records)})")
     return _save(fig, path)
 
 
@@ -149,5 +170,6 @@ def inversion_vs_clients(records: RecordSet, path: Path, sweep_key: str) -> Path
     ax.set_xscale("log", base=2)
     ax.set_xlabel("clients aggregated per round")
     ax.set_ylabel("strongest inversion PSNR (dB)")
-    ax.set_title("What aggregation hides from gradient inversion")
+    ax.set_title("What aggregation hides from gradient inversion\n"
+                 f"(adversary: {_adversaries(records)})")
     return _save(fig, path)

@@ -4,15 +4,15 @@ A finished cell writes its metric rows followed by one ``cell`` row, all in a si
 on a file opened for appending, then ``fsync``. Every row carries the cell's ``run`` id. When
 reading, metric rows count only if the ``cell`` row of the same run is present and says ``ok``,
 so a run killed mid-write leaves no half cell behind (its rows are ignored and the cell reruns),
-and a cell written twice is counted once (the first complete run wins). Rows of schema 1 are
-migrated on read (:mod:`.migrate`).
+and a cell written several times counts once: its latest complete run (a cell rerun after a
+code change supersedes the old run). Rows of schema 1 are migrated on read (:mod:`.migrate`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,20 @@ class RecordSet:
         """Metric rows as a DataFrame (one row per cell × metric, one column per field)."""
         return pd.DataFrame([m.model_dump(mode="json") for m in self.metrics])
 
+    def restricted(self, cells: Mapping[str, str]) -> tuple[RecordSet, list[str]]:
+        """The records of exactly these cells (id -> label, e.g. what the current suite
+        expands to), and the labels of the other complete cells in the file (stale: from an
+        edited suite, or a defense stack renamed)."""
+        keep = {c for c, label in cells.items() if c in self.cells
+                and self.cells[c].label == label}
+        stale = sorted(r.label for c, r in self.cells.items() if c not in keep)
+        return RecordSet(
+            metrics=[m for m in self.metrics if m.cell in keep],
+            cells={c: r for c, r in self.cells.items() if c in keep},
+            failed={c: r for c, r in self.failed.items() if c in cells},
+            problems=list(self.problems),
+        ), stale
+
 
 def _json_lines(path: Path, problems: list[str]) -> Iterable[tuple[str, dict[str, Any]]]:
     """(where, object) for every JSON object line of ``path``; other lines become problems."""
@@ -112,18 +126,16 @@ def read_records(paths: Path | Iterable[Path]) -> RecordSet:
     raw = [item for path in files for item in _json_lines(path, problems)]
     rows = _validated(raw, problems)
     result = RecordSet(problems=problems)
-    complete_runs: dict[str, str] = {}  # cell -> the run that counts
+    complete_runs: dict[str, str] = {}  # cell -> the run that counts: its latest complete one
     for row in rows:
         if not isinstance(row, CellRecord):
             continue
         if row.status == "ok":
-            if row.cell not in complete_runs:
-                complete_runs[row.cell] = row.run
-                result.cells[row.cell] = row
+            complete_runs[row.cell] = row.run
+            result.cells[row.cell] = row
+            result.failed.pop(row.cell, None)
         else:
             result.failed[row.cell] = row
-    for cell in complete_runs:
-        result.failed.pop(cell, None)
     counted = set(complete_runs.values())
     result.metrics = [r for r in rows if isinstance(r, MetricRecord) and r.run in counted]
     return result
@@ -133,6 +145,8 @@ def read_results_dir(folder: Path) -> RecordSet:
     """Read ``folder/records.jsonl``, explaining what was expected if it is not there."""
     if not folder.exists():
         raise ResultsError(f"results folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ResultsError(f"{folder} is a file; expected the folder `fedbench run` wrote")
     path = folder / RECORDS_FILE
     if not path.exists():
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"

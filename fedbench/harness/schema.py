@@ -102,6 +102,24 @@ class MetricRecord(_Row):
         return self.source.split(":", 1)[0]
 
 
+class RoundRow(BaseModel):
+    """One round of a cell's run, as its history records it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int
+    sampled: int
+    contributors: int
+    dropped: int
+    rejected: dict[int, str] = Field(default_factory=dict)
+    train_loss: float | None = None
+    upload_bytes: int = 0
+    aggregate_seconds: float | None = None
+    failed: str | None = None
+    accuracy: float | None = None
+    loss: float | None = None
+
+
 class CellRecord(_Row):
     """How one cell ran: its configuration and provenance, and whether it finished.
 
@@ -116,7 +134,10 @@ class CellRecord(_Row):
         config: The normalised experiment configuration (its hash is the cell id).
         seeds: The seeds.
         versions: Versions of Python and the packages that shape results.
-        git_commit: The code's commit (``+dirty`` when modified), if known.
+        git_commit: The code's commit (``+dirty`` when its source was modified), if known.
+        code_version: The commit plus a hash of the uncommitted source changes (or the package
+            version): a resumed run reuses only cells of its own code version.
+        history: Per round: who took part, who was rejected and why, failures, evaluation.
         host: The machine.
         executor: Which executor ran the cell, if known.
         started: Start time (seconds since the epoch).
@@ -135,6 +156,8 @@ class CellRecord(_Row):
     seeds: dict[str, int]
     versions: dict[str, str] = Field(default_factory=dict)
     git_commit: str | None = None
+    code_version: str | None = None
+    history: list[RoundRow] = Field(default_factory=list)
     host: dict[str, Any] = Field(default_factory=dict)
     executor: str | None = None
     started: float

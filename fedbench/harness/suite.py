@@ -101,12 +101,33 @@ def _apply_defense_override(stack: list[Any], path: str, value: Any) -> bool:
     return hit
 
 
+def _check_defense_grid(suite: SuiteConfig) -> None:
+    """A ``defenses.<name>.<param>`` grid key must name a defense some stack uses: a misspelt
+    name would otherwise sweep nothing, silently."""
+    present = {c.name for stack in suite.defenses for c in stack.stack}
+    for experiment in suite.experiments:
+        for component in experiment.get("defenses") or []:
+            present.add(component if isinstance(component, str) else component.get("name"))
+    for key in suite.grid:
+        parts = key.split(".")
+        if parts[0] != "defenses":
+            continue
+        if len(parts) < 3:
+            raise ConfigError(f"grid key '{key}': write defenses.<defense>.<parameter>")
+        if parts[1] not in present:
+            raise ConfigError(
+                f"grid key '{key}': no defense stack uses '{parts[1]}'; defenses present: "
+                f"{', '.join(sorted(str(p) for p in present)) or 'none'}"
+            )
+
+
 def expand(suite: SuiteConfig) -> list[Cell]:
     """All cells of ``suite``, in a deterministic order, each configuration once.
 
     A ``defenses.<name>.<param>`` sweep applies only to stacks that contain ``<name>``; other
     stacks run once, not once per sweep value.
     """
+    _check_defense_grid(suite)
     cells: dict[str, Cell] = {}
     grid_keys = list(suite.grid)
     for position, experiment in enumerate(suite.experiments):
@@ -144,6 +165,20 @@ def expand(suite: SuiteConfig) -> list[Cell]:
     return list(cells.values())
 
 
+def _single_experiment_suite(experiment: dict[str, Any], stem: str) -> dict[str, Any]:
+    """A suite of one experiment; its defenses become the one stack, labelled by their names
+    (so the tables call a SecAgg run "secagg", not "none")."""
+    experiment = dict(experiment)
+    stack = list(experiment.pop("defenses", None) or [])
+    names = [c if isinstance(c, str) else str(c.get("name")) for c in stack]
+    return {
+        "name": str(experiment.get("name", stem)),
+        "experiments": [experiment],
+        "defenses": [{"label": "+".join(names) or "none", "stack": stack}],
+        "seeds": [experiment.pop("seed", 0)],
+    }
+
+
 def packaged_suites() -> list[str]:
     """Names of the suites shipped with fedbench."""
     folder = resources.files("fedbench.suites")
@@ -168,6 +203,5 @@ def load_suite(name_or_path: str | Path) -> SuiteConfig:
             f"{', '.join(packaged_suites())}"
         )
     if "experiments" not in data:  # a single experiment file becomes a one-cell suite
-        name = str(data.get("name", path.stem))
-        data = {"name": name, "experiments": [data], "seeds": [data.pop("seed", 0)]}
+        data = _single_experiment_suite(data, path.stem)
     return parse_suite(data, source=source)

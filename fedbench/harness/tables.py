@@ -197,7 +197,7 @@ def main_table(
     return MainTable(text, means, best, _insecure_rows(frame), used)
 
 
-def _display(table: MainTable) -> pd.DataFrame:
+def display_frame(table: MainTable) -> pd.DataFrame:
     """Index as columns, insecure rows marked with †."""
     shown = table.text.copy()
     if shown.empty:
@@ -212,24 +212,27 @@ def _display(table: MainTable) -> pd.DataFrame:
     return shown
 
 
-def _is_best(table: MainTable, key: tuple[str, ...], header: str) -> bool:
+def is_best(table: MainTable, key: tuple[str, ...], header: str) -> bool:
     if header not in table.best:
         return False
     value = table.means.at[key, header] if key in table.means.index else math.nan
     return bool(np.isclose(value, table.best[header]))
 
 
+def footnotes(table: MainTable) -> list[str]:
+    """One line per insecure row: which setting was explicitly allowed."""
+    return [f"† insecure setting, explicitly allowed: {key[1]} — {why}"
+            for key, why in table.insecure.items()]
+
+
 def _footnote(table: MainTable) -> str:
-    if not table.insecure:
-        return ""
-    lines = [f"† insecure setting, explicitly allowed: {key[1]} — {why}"
-             for key, why in table.insecure.items()]
-    return "\n" + "\n".join(lines) + "\n"
+    lines = footnotes(table)
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def to_markdown(table: MainTable) -> str:
     """GitHub-flavoured Markdown with the best value per column in bold."""
-    shown = _display(table)
+    shown = display_frame(table)
     if shown.empty:
         return "(no complete records)"
     headers = [str(c) for c in shown.columns]
@@ -237,7 +240,7 @@ def to_markdown(table: MainTable) -> str:
     for (key, row) in zip(table.text.index, shown.itertuples(index=False), strict=True):
         cells = []
         for header, value in zip(headers, row, strict=True):
-            bold = header in table.best and _is_best(table, key, header)
+            bold = header in table.best and is_best(table, key, header)
             cells.append(f"**{value}**" if bold else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + _footnote(table)
@@ -256,7 +259,7 @@ def to_csv(table: MainTable) -> str:
 
 def to_latex(table: MainTable, caption: str = "", label: str = "tab:fedbench") -> str:
     """LaTeX (booktabs) via pandas Styler, best values in bold, column groups as a header row."""
-    shown = _display(table)
+    shown = display_frame(table)
     if shown.empty:
         return ""
     groups = {c.header: c.group for c in table.columns}
@@ -269,7 +272,7 @@ def to_latex(table: MainTable, caption: str = "", label: str = "tab:fedbench") -
     def bold(column: pd.Series) -> list[str]:
         header = column.name[1]
         return [
-            "font-weight: bold;" if _is_best(table, key, header) else ""
+            "font-weight: bold;" if is_best(table, key, header) else ""
             for key in table.text.index
         ]
 

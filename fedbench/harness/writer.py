@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from fedbench.defense import PrivacyReport
 from fedbench.fl.views import ViewKind
-from fedbench.harness.environment import git_commit, host, versions
-from fedbench.harness.schema import HONEST_BUT_CURIOUS, CellRecord, MetricRecord
+from fedbench.harness.environment import code_version, git_commit, host, versions
+from fedbench.harness.schema import HONEST_BUT_CURIOUS, CellRecord, MetricRecord, RoundRow
 from fedbench.harness.suite import Cell
 from fedbench.metrics.base import Metric
 
@@ -84,6 +84,7 @@ class RecordWriter:
         insecure: str | None = None,
         irreproducible: str | None = None,
         executor: str | None = None,
+        history: list[RoundRow] | None = None,
     ) -> list[MetricRecord | CellRecord]:
         """All rows of the run: the metric rows (none for a failed cell) and the cell row."""
         marks = {"insecure": insecure, "irreproducible": irreproducible}
@@ -99,6 +100,8 @@ class RecordWriter:
             seeds={"seed": self.cell.config.seed},
             versions=versions(),
             git_commit=git_commit(),
+            code_version=code_version(),
+            history=history or [],
             host=host(),
             executor=executor,
             started=started,

@@ -173,3 +173,28 @@ defenses:
     assert not (tmp_path / "out").exists()  # nothing written, nothing trained
     assert main(["run", "--dry-run", "--no-progress"]) == 0  # the packaged default suite
     assert "22 cells: every pipeline builds" in capsys.readouterr().out
+
+
+def test_version_quiet_only_show_and_no_progress_bars_off_a_terminal(
+    tmp_path: Path, capsys
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("fedbench ")
+    suite = tmp_path / "small.yaml"
+    suite.write_text(SMALL_SUITE)
+    out_dir = str(tmp_path / "out")
+    assert main(["run", str(suite), "--results-dir", out_dir, "--only", "digits-mia/secagg*",
+                 "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "small: 6 cells, 5 already complete" not in captured.out
+    assert "1 run, 0 failed" in captured.out and "| experiment" not in captured.out  # -q
+    assert "\r" not in captured.err and "it/s" not in captured.err  # no bars into a log
+    records = read_results_dir(tmp_path / "out" / "small")
+    assert [c.label for c in records.cells.values()] == ["digits-mia/secagg/seed=0"]
+    assert main(["run", str(suite), "--results-dir", out_dir, "--only", "nothing*"]) == 2
+    assert "--only nothing* matches no cell" in capsys.readouterr().err
+    assert main(["show", str(tmp_path / "out" / "small"), "digits-mia/secagg/seed=0"]) == 0
+    shown = capsys.readouterr().out
+    assert "status: ok" in shown and "per round:" in shown and "update_mia" in shown
+    assert main(["show", str(tmp_path / "out" / "small"), "zzz"]) == 2

@@ -196,3 +196,22 @@ def test_non_poisson_cell_is_refused_before_training() -> None:
     rows = run_cell(Cell("test", "x", "x", 0, parse_experiment(cfg)))
     assert rows[-1].status == "failed"
     assert "fl.sampling" in rows[-1].error
+
+
+def test_an_allowed_insecure_run_is_marked_in_records_and_tables(tmp_path) -> None:
+    from fedbench.harness.records import read_records
+    from fedbench.harness.tables import main_table, to_markdown
+
+    cfg = digits_dp_cell(8.0).config.model_dump()
+    cfg["fl"].update(sampling="fixed", client_fraction=None, clients_per_round=30, rounds=2)
+    cfg["defenses"][0]["params"]["allow_insecure"] = True
+    rows = run_cell(Cell("test", "digits-dp", "dp insecure", 0, parse_experiment(cfg)))
+    assert rows[-1].status == "ok", rows[-1].error
+    why = "dp_fedavg: fl.sampling is 'fixed', but the accountant assumes Poisson"
+    assert rows[-1].insecure is not None and rows[-1].insecure.startswith(why)
+    assert all(r.insecure == rows[-1].insecure for r in rows)
+    from fedbench.harness.records import append_records
+
+    append_records(tmp_path / "records.jsonl", rows)
+    table = to_markdown(main_table(read_records(tmp_path / "records.jsonl")))
+    assert "dp insecure †" in table and "† insecure setting, explicitly allowed" in table

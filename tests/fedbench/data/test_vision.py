@@ -101,3 +101,23 @@ def test_corrupted_cifar_batch_names_file(tmp_path: Path) -> None:
     (base / "data_batch_3").write_bytes(b"\x80\x04truncated")
     with pytest.raises(DataError, match=r"cannot read CIFAR batch .*data_batch_3"):
         DATASETS.create("cifar10", {"data_root": str(tmp_path)})
+
+
+class _Payload:
+    """Unpickling this calls os.system: what a crafted CIFAR batch could do to pickle.load."""
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        _cifar_batch(base / name, 2, "labels", 10, 0)
+    with (base / "data_batch_2").open("wb") as handle:
+        pickle.dump({"data": _Payload(), "labels": [0]}, handle)
+    with pytest.raises(DataError, match=r"data_batch_2.*refused to load (posix|os)\.system"):
+        DATASETS.create("cifar10", {"data_root": str(tmp_path)})

@@ -143,6 +143,48 @@ def test_nan_update_can_abort_the_round() -> None:
     assert [row.failed is not None for row in result.history] == [True, True]
 
 
+class _PoisonAll(ClientUpdateStage):
+    def apply(self, client_id: int, update: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        return update * float("nan")
+
+
+class _PoisonEveryone(Defense):
+    def __init__(self) -> None:
+        self.client_update = _PoisonAll()
+
+
+def test_a_round_in_which_every_update_is_rejected_is_a_failed_round() -> None:
+    fl = {"num_clients": 3, "rounds": 2, "weighting": "uniform"}
+    sim = _simulation(fl, [_PoisonEveryone()])
+    w0 = get_flat(sim.model).clone()
+    result = sim.run()
+    assert all(r.failed == "every update was rejected (3 clients)" for r in result.history)
+    assert all(set(r.rejected) == {0, 1, 2} for r in result.history)  # who, and why
+    assert "NaN/Inf" in result.history[0].rejected[1]
+    torch.testing.assert_close(get_flat(result.model), w0)
+
+
+class _Huge(ClientUpdateStage):
+    """Finite updates whose float32 sum is not: 3e38 + 3e38 overflows."""
+
+    def apply(self, client_id: int, update: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
+        return torch.full_like(update, 3e38)
+
+
+class _HugeDefense(Defense):
+    def __init__(self) -> None:
+        self.client_update = _Huge()
+
+
+def test_a_float32_overflow_of_the_sum_fails_the_round_at_the_sum() -> None:
+    sim = _simulation({"num_clients": 2, "rounds": 1}, [_HugeDefense()])
+    result = sim.run()
+    (summary,) = result.history
+    assert summary.failed is not None and "overflows" in summary.failed
+    assert "clients [0, 1]" in summary.failed and "first at index 0" in summary.failed
+    assert torch.isfinite(get_flat(result.model)).all()
+
+
 class _FlakyChannel(PlaintextChannel):
     """Fails in round 0 (as SecAgg does below its threshold), works afterwards."""
 

@@ -22,6 +22,7 @@ EXPERIMENT = {
     "mia_candidates": 100,
 }
 VOLATILE = {"run", "started", "duration_s", "host", "git_commit", "versions"}
+EXCLUDED = {**dict.fromkeys(VOLATILE, True), "history": {"__all__": {"aggregate_seconds"}}}
 
 
 def _cell(seed: int = 0, **changes) -> Cell:
@@ -31,7 +32,7 @@ def _cell(seed: int = 0, **changes) -> Cell:
 
 def _stable(rows: list[Row]) -> list[dict]:
     return [
-        row.model_dump(exclude=VOLATILE) for row in rows
+        row.model_dump(exclude=EXCLUDED) for row in rows
         if not (isinstance(row, MetricRecord) and row.timing)
     ]
 

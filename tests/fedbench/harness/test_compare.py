@@ -166,3 +166,46 @@ def test_cli_compare_on_results_folders(tmp_path: Path, capsys) -> None:
     assert main(["compare", str(old), str(new)]) == 1
     out = capsys.readouterr().out
     assert "regression" in out and "1 regression(s)" in out
+
+
+def _bench_file(path: Path, info: dict) -> Path:
+    path.write_text(json.dumps({"benchmarks": [{"fullname": "b", "extra_info": info}]}))
+    return path
+
+
+def test_a_declared_ratio_missing_or_null_in_new_counts_as_missing(tmp_path: Path) -> None:
+    old = _bench_file(tmp_path / "old.json", {"r": 1.0, "compare": {"r": "lower"}})
+    for info in ({"compare": {"r": "lower"}}, {"r": None, "compare": {"r": "lower"}}):
+        new = _bench_file(tmp_path / "new.json", info)
+        assert main(["compare", str(old), str(new)]) == 1
+
+
+def test_a_non_numeric_ratio_is_named(tmp_path: Path, capsys) -> None:
+    old = _bench_file(tmp_path / "old.json", {"r": 1.0, "compare": {"r": "lower"}})
+    new = _bench_file(tmp_path / "new.json", {"r": "fast", "compare": {"r": "lower"}})
+    assert main(["compare", str(old), str(new)]) == 2
+    assert "b (NEW): ratio 'r' is 'fast', not a number" in capsys.readouterr().err
+
+
+def test_tolerances_come_from_the_baseline_not_the_candidate(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    append_records(old / "records.jsonl", _run())
+    append_records(new / "records.jsonl", _run({("plain", "accuracy"): 0.80}))
+    loose = {"name": "s", "experiments": [{}], "tolerances": {"by_kind": {"utility": {"abs": 1}}}}
+    (new / "suite.yaml").write_text(json.dumps(loose))  # the candidate loosens its own gate
+    assert main(["compare", str(old), str(new)]) == 1
+    (old / "suite.yaml").write_text(json.dumps(loose))  # the baseline's tolerances do count
+    assert main(["compare", str(old), str(new)]) == 0
+    bad = {**loose, "tolerances": {"by_kind": {"utility": {"abs": -1}}}}
+    (old / "suite.yaml").write_text(json.dumps(bad))
+    assert main(["compare", str(old), str(new)]) == 2
+
+
+def test_two_empty_results_folders_have_nothing_to_compare(tmp_path: Path, capsys) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.jsonl").write_text("")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert "nothing to compare" in capsys.readouterr().out
+    (tmp_path / "c").write_text("not a folder")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2

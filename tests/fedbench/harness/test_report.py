@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 from records_factory import CellRecords, make_cell
@@ -114,3 +116,118 @@ def test_report_on_a_suite_without_membership_attacks(tmp_path: Path) -> None:
     append_records(folder / "records.jsonl", rows)
     names = {p.name for p in write_report(folder).files}
     assert "attack_success.png" in names and "report.md" in names
+
+
+@pytest.fixture(scope="module")
+def _small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real run of a small suite (two cells with figures), shared by the tests below."""
+    from fedbench.config import parse_suite
+    from fedbench.harness.runner import run_suite
+
+    suite = parse_suite({
+        "name": "small",
+        "experiments": [{
+            "name": "d", "data": "digits", "model": "logreg", "mia_candidates": 60,
+            "fl": {"num_clients": 3, "rounds": 2, "batch_size": 16},
+            "attacks": ["loss_threshold"],
+        }],
+        "defenses": [{"label": "none"}, {"label": "prune", "stack": [{"name": "prune"}]}],
+    })
+    summary = run_suite(suite, results_root=tmp_path_factory.mktemp("run"), progress=False)
+    return summary.folder
+
+
+@pytest.fixture
+def small(_small_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the small run's results folder."""
+    import shutil
+
+    return Path(shutil.copytree(_small_run, tmp_path / "out" / "small"))
+
+
+def test_tables_show_only_the_current_suites_cells_and_list_the_stale(small: Path) -> None:
+    folder = small
+    # An edited suite: the prune stack renamed and a cell dropped; its old records stay stale.
+    suite = yaml.safe_load((folder / "suite.yaml").read_text())
+    suite["defenses"] = [{"label": "none", "stack": []}]
+    (folder / "suite.yaml").write_text(yaml.safe_dump(suite))
+    report = write_report(folder)
+    assert [key[1] for key in report.table.text.index] == ["none"]
+    assert report.stale == ["d/prune/seed=0"]
+    text = (folder / "report.md").read_text()
+    assert "1 complete, 0 failed, 1 stale records not shown" in text
+    assert "- d/prune/seed=0" in text
+
+
+def test_a_moved_copy_keeps_working_links(small: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = small
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(folder)
+    report = write_report(copy)
+    text = (copy / "report.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links and all((copy / link).exists() for link in links), links
+    assert not any(str(tmp_path) in link for link in links)  # relative, never absolute
+    out = tmp_path / "report-out"
+    moved = write_report(copy, out=out)
+    links = re.findall(r"\]\(([^)]+)\)", (out / "report.md").read_text())
+    assert all((out / link).exists() for link in links), links
+    assert moved.html == out / "report.html" and report.html.exists()
+
+
+def test_report_html_is_self_contained(small: Path) -> None:
+    folder = small
+    page = write_report(folder).html.read_text()
+    assert 'id="T_main"' in page and "d/prune/seed=0" in page and "Per-round history" in page
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "loss_threshold (final_model)" in page  # the view each attack used
+    assert 'href="http' not in page and 'src="http' not in page  # nothing outside the file
+
+
+def test_a_corrupted_suite_yaml_is_a_message_not_a_traceback(small: Path, capsys) -> None:
+    from fedbench.cli import main
+
+    folder = small
+    (folder / "suite.yaml").write_text("name: [unclosed\n")
+    assert main(["report", str(folder)]) == 2
+    assert "suite.yaml is not valid YAML" in capsys.readouterr().err
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which(n) for n in
+                             ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def _headless(browser: str, profile: Path, *args: str) -> str:
+    import subprocess
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}"]
+    done = subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120,
+                          check=True)
+    return done.stdout
+
+
+def test_the_html_report_renders_in_a_real_browser(small: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    page = write_report(small).html.as_uri()
+    dom = _headless(browser, tmp_path / "profile", "--dump-dom", page)
+    images = re.findall(r"<img [^>]*>", dom)
+    assert len(images) >= 3  # the suite figures and each cell's ROC curve
+    assert all('data-loaded="yes"' in tag for tag in images), "an image failed to load"
+    assert 'class="missing"' not in dom
+    main_rows = re.search(r'<table[^>]*id="T_main".*?</table>', dom, re.DOTALL)
+    assert main_rows is not None and main_rows.group(0).count("<tr") == 3  # header + 2 rows
+    shot = tmp_path / "report.png"
+    _headless(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
+              page)
+    assert shot.exists() and shot.stat().st_size > 10_000

@@ -31,7 +31,7 @@ def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, monkeypatch
 ) -> None:
     suite = parse_suite(SUITE)
-    real = executors.run_cell
+    real = executors.execute_cell
     calls: list[str] = []
 
     def crash_on_second(cell, **kw):
@@ -40,7 +40,7 @@ def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
             raise KeyboardInterrupt  # the process is killed while cell 2 runs
         return real(cell, **kw)
 
-    monkeypatch.setattr(executors, "run_cell", crash_on_second)
+    monkeypatch.setattr(executors, "execute_cell", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         runner.run_suite(suite, results_root=tmp_path, progress=False)
     path = tmp_path / "mini" / "records.jsonl"
@@ -48,7 +48,7 @@ def test_resume_after_crash_loses_nothing_and_duplicates_nothing(
 
     calls.clear()
     monkeypatch.setattr(
-        executors, "run_cell", lambda cell, **kw: calls.append(cell.id) or real(cell, **kw)
+        executors, "execute_cell", lambda cell, **kw: calls.append(cell.id) or real(cell, **kw)
     )
     summary = runner.run_suite(suite, results_root=tmp_path, progress=False)
     ids = [c.id for c in expand(suite)]
@@ -74,3 +74,40 @@ def test_failed_cell_reruns_on_resume(tmp_path: Path) -> None:
     assert "no client contributed" in next(iter(summary.failed.values()))
     again = runner.run_suite(parse_suite(bad), results_root=tmp_path, progress=False)
     assert again.skipped == 0  # a failed cell is not complete
+
+
+def _set_version(monkeypatch, version: str) -> None:
+    from fedbench.harness import writer
+
+    monkeypatch.setattr(runner, "code_version", lambda: version)
+    monkeypatch.setattr(writer, "code_version", lambda: version)
+
+
+def test_cells_of_another_code_version_rerun_unless_any_version_may_be_reused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    suite = parse_suite({**SUITE, "seeds": [0]})
+    _set_version(monkeypatch, "v1")
+    first = runner.run_suite(suite, results_root=tmp_path, progress=False)
+    assert len(first.done) == 1
+    _set_version(monkeypatch, "v2")  # the code changed: the old numbers must not be served
+    resumed = runner.run_suite(suite, results_root=tmp_path, progress=False, resume_any=True)
+    assert resumed.skipped == 1 and resumed.stale == 0
+    again = runner.run_suite(suite, results_root=tmp_path, progress=False)
+    assert again.skipped == 0 and again.stale == 1 and len(again.done) == 1
+    records = read_records(tmp_path / "mini" / "records.jsonl")
+    (cell,) = records.cells.values()
+    assert cell.code_version == "v2"  # the latest complete run counts
+    assert runner.run_suite(suite, results_root=tmp_path, progress=False).skipped == 1
+
+
+def test_results_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    from fedbench.errors import ResultsError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ResultsError, match="is a file, not a folder"):
+        runner.run_suite(parse_suite(SUITE), results_root=tmp_path / "file", progress=False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mini").write_text("x")
+    with pytest.raises(ResultsError, match="is a file; the suite's results need a folder"):
+        runner.run_suite(parse_suite(SUITE), results_root=tmp_path / "out", progress=False)

@@ -130,3 +130,42 @@ def test_every_packaged_suite_expands() -> None:
     for name in packaged_suites():
         cells = expand(load_suite(name))
         assert cells and len({c.id for c in cells}) == len(cells)
+
+
+def test_a_misspelt_defense_in_a_grid_key_fails_naming_it() -> None:
+    suite = parse_suite({
+        "name": "s", "experiments": [BASE],
+        "defenses": [{"label": "dp", "stack": [{"name": "dp_fedavg"}]}],
+        "grid": {"defenses.dp_fedvag.noise.multiplier": [0.5, 1.0]},
+    })
+    with pytest.raises(ConfigError, match=r"'defenses\.dp_fedvag\.noise\.multiplier': no "
+                                          r"defense stack uses 'dp_fedvag'; defenses present: "
+                                          r"dp_fedavg"):
+        expand(suite)
+
+
+def test_a_misspelt_parameter_in_a_grid_key_fails_naming_it() -> None:
+    suite = parse_suite({
+        "name": "s", "experiments": [BASE],
+        "defenses": [{"label": "dp", "stack": [{"name": "dp_fedavg"}]}],
+        "grid": {"defenses.dp_fedavg.noise.multiplir": [0.5]},
+    })
+    with pytest.raises(ConfigError, match=r"noise\.multiplir"):
+        expand(suite)
+
+
+def test_a_single_experiment_file_is_labelled_by_its_defenses(tmp_path: Path) -> None:
+    path = tmp_path / "one.yaml"
+    path.write_text("name: one\ndata: digits\nmodel: logreg\nfl: {num_clients: 3}\n"
+                    "defenses: [secagg, {name: prune, ratio: 0.5}]\nseed: 3\n")
+    (cell,) = expand(load_suite(path))
+    assert cell.defense == "secagg+prune" and cell.seed == 3
+    assert [d.name for d in cell.config.defenses] == ["secagg", "prune"]
+    path.write_text("name: none\ndata: digits\nmodel: logreg\n")
+    assert expand(load_suite(path))[0].defense == "none"
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs/path", "a/b", ".hidden", ""])
+def test_suite_names_are_plain_folder_names(name: str) -> None:
+    with pytest.raises(ConfigError, match="field 'name'"):
+        parse_suite({"name": name, "experiments": [BASE]})
