@@ -3,13 +3,16 @@ CCS 2020), registered as the ``secagg`` defense, whose channel reveals only the 
 
 Modules, one job each:
 
-- :mod:`.ring` – Z/2^b in numpy unsigned integers (the only thing the protocol sums);
+- :mod:`.ring` – Z/2^b in numpy unsigned integers (the only thing the protocol sums), bit-packed
+  on the wire;
 - :mod:`.encoding` – float updates ↔ ring vectors: clip, stochastic rounding, headroom check;
 - :mod:`.prg` – AES-128-CTR mask expansion into reused buffers;
-- :mod:`.keys` – X25519 agreement, HKDF-SHA256 derivation, AES-GCM for shares in transit;
-- :mod:`.shamir` – pycryptodome's Shamir sharing with commitments (tampering fails loudly);
+- :mod:`.keys` – X25519 agreement, HKDF-SHA256 derivation, AES-GCM for shares in transit, GMAC
+  tags on masked inputs;
+- :mod:`.shamir` – batched Shamir sharing over GF(65537) with commitments (a tampered share is
+  found with spare shares, or fails loudly);
 - :mod:`.graph` – complete graph or random k-regular Harary graph, choice of k and t;
-- :mod:`.protocol` – the four message rounds, dropouts, byte counts, unmasking;
+- :mod:`.protocol` – the four message rounds, dropouts, byte counts, authentication, unmasking;
 - :mod:`.channel` – the ``secagg`` Channel and Defense.
 
 Reusing the protocol with another encoding (e.g. distributed DP): give

@@ -76,6 +76,11 @@ class SecAggProtocol(ParamBlock):
     tolerated_corruption: ToleratedFraction = 0.1
 
 
+def _slack(bound: float, values: np.ndarray) -> float:
+    """``bound`` plus float64 rounding of the decode and of the reference sum."""
+    return bound * (1 + 1e-9) + 1e-12 * float(np.max(np.abs(values), initial=1.0))
+
+
 class SecAggChannel(Channel):
     """Pairwise-masked secure aggregation with dropouts over an integer encoding.
 
@@ -98,6 +103,9 @@ class SecAggChannel(Channel):
         self._round: SecAggRound | None = None
         self._abort: str | None = None
         self._reference: np.ndarray | None = None
+        self._in_range: np.ndarray | None = None  # Σ of the clipped updates: what is encoded
+        self._clipped = 0
+        self._values = 0
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -161,6 +169,8 @@ class SecAggChannel(Channel):
         self._round = None
         self._abort = None
         self._reference = np.zeros(ctx.dim, dtype=np.float64)
+        self._in_range = np.zeros(ctx.dim, dtype=np.float64)
+        self._clipped = self._values = 0
         sampled = list(ctx.sampled)
         if len(sampled) < MIN_CLIENTS:
             self._abort = (
@@ -189,6 +199,20 @@ class SecAggChannel(Channel):
         except AggregationError as err:
             self._abort = str(err)
 
+    def _check_rounding(self, total: np.ndarray, bound: float, clients: int) -> None:
+        """Refuse a decoded sum further from the clipped updates' sum than rounding can move it:
+        the protocol or the encoding lost or corrupted something without raising."""
+        assert self._in_range is not None and self._ctx is not None
+        error = np.abs(total - self._in_range)
+        if error.size and float(error.max()) > _slack(bound, self._in_range):
+            worst = int(np.argmax(error))
+            raise AggregationError(
+                f"round {self._ctx.round}: secagg: the decoded sum of {clients} clients is off "
+                f"by {float(error[worst]):.3g} at coordinate {worst} from the sum of their "
+                f"clipped updates, above the quantization bound {bound:.3g} (n × step); the "
+                "sum is refused"
+            )
+
     def draw_dropouts(self, sampled: list[int], ctx: RoundContext) -> dict[int, Stage]:
         """round(dropout·n) clients, drawn from the ``secagg.dropout`` stream, and their stage."""
         rng = ctx.streams.numpy("secagg.dropout", ctx.round)
@@ -214,11 +238,31 @@ class SecAggChannel(Channel):
         message = None if self._round is None else self._round.masked_input(client_id, encoded)
         if message is None:
             return EncodedUpdate(client_id, None, 0)
-        # Evaluation bookkeeping, never shown to the server or attacks: the exact float sum,
-        # to report the encoding error of the decoded aggregate.
-        assert self._reference is not None
-        self._reference += update
+        self._account(ctx, client_id, update, encoded)
         return EncodedUpdate(client_id, message, message.nbytes)
+
+    def _account(
+        self, ctx: RoundContext, client_id: int, update: np.ndarray, encoded: np.ndarray
+    ) -> None:
+        """Evaluation bookkeeping, never shown to the server or attacks: the exact float sums
+        (as sent and as clipped), the clipped-value count, and the client's rounding error
+        checked against its bound (a broken encoding fails here, naming the client)."""
+        assert self._reference is not None and self._in_range is not None
+        in_range, clipped = self.encoder.clip(update)
+        bound = self.encoder.error_bound(1)
+        if bound is not None:
+            error = np.abs(self.encoder.decode(encoded, 1) - in_range)
+            if error.size and float(error.max()) > _slack(bound, in_range):
+                worst = int(np.argmax(error))
+                raise AggregationError(
+                    f"round {ctx.round}: secagg: client {client_id}'s encoding is off by "
+                    f"{float(error[worst]):.3g} at coordinate {worst}, above the quantization "
+                    f"bound {bound:.3g} (one step); the encoder is broken"
+                )
+        self._reference += update
+        self._in_range += in_range
+        self._clipped += clipped
+        self._values += int(np.size(update))
 
     def aggregate(self, messages: Mapping[int, EncodedUpdate]) -> AggregateResult:
         """Server side: sum the masked inputs, run the unmasking round, decode."""
@@ -235,10 +279,14 @@ class SecAggChannel(Channel):
             "decode_error_max": float(np.max(np.abs(total - self._reference), initial=0.0)),
             "threshold": float(self._round.setup.threshold),
             "degree": float(self._round.setup.graph.degree),
+            "clipped_values": float(self._clipped),
+            "clipped_fraction": self._clipped / max(1, self._values),
         }
         bound = self.encoder.error_bound(count)
         if bound is not None:
             stats["quantization_error_bound"] = bound
+            if not result.rejected:  # a rejected input is in the reference, not in the sum
+                self._check_rounding(total, bound, count)
         self.history.append(stats)
         # Clients missing without a drawn dropout were rejected before encoding; the
         # simulation has already recorded why.
@@ -248,6 +296,10 @@ class SecAggChannel(Channel):
             for c, stage in result.dropped.items()
             if c in self._round.dropouts
         }
+        # Altered on the way: left out of the sum and unmasked like a dropout.
+        dropped.update(result.rejected)
+        if result.altered_shares:
+            stats["altered_share_holders"] = float(len(result.altered_shares))
         return AggregateResult(
             total=total,
             contributors=result.contributors,

@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from fedbench.defenses.secagg.ring import Ring
-from fedbench.errors import ConfigError
+from fedbench.errors import AggregationError, ConfigError
 
 
 class IntegerEncoder(Protocol):
@@ -46,11 +46,17 @@ class IntegerEncoder(Protocol):
     def check_headroom(self, clients: int) -> None:
         """Raise ConfigError if the sum of ``clients`` encoded vectors could wrap modulo 2^b."""
 
+    def clip(self, update: np.ndarray) -> tuple[np.ndarray, int]:
+        """The float64 update the encoding represents before rounding (``update`` clipped into
+        the encoder's range), and how many of its values clipping changed."""
+
     def encode(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One client's float update as a vector of ``ring.dtype`` with entries < 2^b."""
 
     def decode(self, total: np.ndarray, clients: int) -> np.ndarray:
-        """The float64 sum represented by ``total``, the ring sum of ``clients`` encodings."""
+        """The float64 sum represented by ``total``, the ring sum of ``clients`` encodings;
+        raises AggregationError when ``total`` is outside what ``clients`` honest encodings
+        can sum to."""
 
     def error_bound(self, clients: int) -> float | None:
         """Worst-case absolute error per coordinate of a decoded sum for inputs inside the
@@ -131,15 +137,30 @@ class FloatQuantizer:
         np.minimum(scaled, self.levels, out=scaled)
         return scaled.astype(self.ring.dtype)
 
-    def clipped_count(self, update: np.ndarray) -> int:
-        """How many coordinates of ``update`` lie outside the clip range."""
-        return int(np.count_nonzero((update < self.lo) | (update > self.hi)))
+    def clip(self, update: np.ndarray) -> tuple[np.ndarray, int]:
+        """``update`` clipped to [lo, hi] as float64, and how many coordinates lay outside."""
+        values = np.asarray(update, dtype=np.float64)
+        outside = int(np.count_nonzero((values < self.lo) | (values > self.hi)))
+        return np.clip(values, self.lo, self.hi), outside
 
     def decode(self, total: np.ndarray, clients: int) -> np.ndarray:
-        """The float64 sum: Σq / scale + n·lo (Σq converts exactly while n·L < 2^53)."""
+        """The float64 sum: Σq / scale + n·lo (Σq converts exactly while n·L < 2^53).
+
+        Raises:
+            AggregationError: A coordinate exceeds n·L, which no n honest encodings reach: an
+                input or a share was altered (a flipped byte moves the sum by up to 2^b).
+        """
         if clients < 1:
             raise ValueError(f"decode needs at least one client, got {clients}")
         self.check_headroom(clients)
+        reachable = clients * self.levels
+        outside = np.count_nonzero(total > reachable)
+        if outside:
+            raise AggregationError(
+                f"secagg: the unmasked sum has {outside} coordinates above {reachable}, the most "
+                f"{clients} honest inputs of 0..{self.levels} reach (largest {int(total.max())})"
+                "; an input or a share was altered, so the sum is refused"
+            )
         return total.astype(np.float64) / self.scale + clients * self.lo
 
     def error_bound(self, clients: int) -> float:

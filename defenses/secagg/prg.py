@@ -76,10 +76,14 @@ class MaskGenerator:
         return self._zeros[:nbytes], self._out
 
     def expand(self, seed: bytes, dim: int) -> np.ndarray:
-        """The mask of ``seed``, a fresh array of ``dim`` ring elements (for tests and tools)."""
-        out = self.ring.zeros(dim)
-        self.apply(out, add=[seed])
-        return out
+        """The mask of ``seed``, a fresh array of ``dim`` ring elements: the keystream written
+        straight into the new array (no accumulator, no add), as a mask generator alone does."""
+        cipher = _cipher(seed)
+        nbytes = dim * self.ring.dtype.itemsize
+        zeros, _ = self._buffers(nbytes)
+        raw = np.empty(nbytes + _BLOCK, dtype=np.uint8)
+        cipher.update_into(memoryview(zeros), memoryview(raw))  # type: ignore[arg-type]
+        return self.ring.reduce(raw[:nbytes].view(self.ring.dtype))
 
     def apply(
         self,

@@ -7,18 +7,26 @@ real protocol, whose sizes are counted:
 
 0. **AdvertiseKeys** – client u → server: two X25519 public keys (c_u for encrypting shares,
    s_u for masks). The server forwards each client its neighbours' keys (U1 = who sent keys),
-   and reveals the graph seed it committed to; u recomputes its neighbourhood and checks.
+   and reveals the graph seed it committed to; u recomputes its neighbourhood and checks. The
+   server's own X25519 key of the round comes with it (for authenticating masked inputs).
 1. **ShareKeys** – u splits its key seed (which determines s_u's private key) and its self-mask
-   seed b_u into t-out-of-|N(u) ∩ U1| Shamir shares and sends each neighbour its pair of shares,
-   AES-GCM-encrypted under a key agreed with that neighbour's c key (the server routes them but
-   cannot read them), plus commitments to both seeds. U2 = who sent shares.
+   seed b_u into t-out-of-|N(u) ∩ U1| Shamir shares (:mod:`.shamir`, both seeds and all holders
+   in one matrix product; holder v's x-coordinate is its position in the round + 1) and sends
+   each neighbour its pair of shares, AES-GCM-encrypted under a key agreed with that neighbour's
+   c key (the server routes them, all at once, but cannot read them), plus commitments to both
+   seeds. U2 = who sent shares.
 2. **MaskedInput** – u sends y_u = x_u + PRG(b_u) + Σ_{v∈N(u)∩U2, u<v} PRG(s_uv)
-   − Σ_{v∈N(u)∩U2, u>v} PRG(s_uv) mod 2^b, s_uv agreed from the s keys. U3 = who sent y_u.
+   − Σ_{v∈N(u)∩U2, u>v} PRG(s_uv) mod 2^b, s_uv agreed from the s keys, packed to b bits a
+   value and tagged with GMAC under a key u agreed with the server's round key. U3 = who sent a
+   y_u whose tag verifies; a message altered on its way is left out and its sender named
+   (``rejected``), so it is unmasked like a dropout instead of wrecking the sum.
 3. **Unmasking** – the server tells each u ∈ U3 which of its neighbours survived (U3) and which
    dropped (U2 \\ U3). u answers once: the b-share of each survivor, the key-share of each
-   dropout, never both for the same client. From any t answers per client the server
-   reconstructs b_v for every v ∈ U3 and the key seed of every dropout, removes the self-masks
-   and the dropouts' pairwise masks, and obtains Σ_{u∈U3} x_u mod 2^b.
+   dropout, never both for the same client. From t answers per client the server reconstructs
+   b_v for every v ∈ U3 and the key seed of every dropout (all secrets at once, checked against
+   the dealers' commitments; a failed check is retried with the spare shares, which names the
+   holder that altered its share), removes the self-masks and the dropouts' pairwise masks, and
+   obtains Σ_{u∈U3} x_u mod 2^b.
 
 A client drops by sending nothing from some stage on (:class:`Stage`). When any secret that the
 server needs has fewer than t answering holders the round aborts with
@@ -40,23 +48,28 @@ Example:
 
 from __future__ import annotations
 
+import hmac
 import struct
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 import numpy as np
 
-from fedbench.defenses.secagg import keys
+from fedbench.defenses.secagg import keys, shamir
 from fedbench.defenses.secagg.graph import Graph
 from fedbench.defenses.secagg.prg import MaskGenerator
 from fedbench.defenses.secagg.ring import Ring
-from fedbench.defenses.secagg.shamir import ReconstructionError, Share, combine, commit, split
+from fedbench.defenses.secagg.shamir import ReconstructionError, commit
 from fedbench.errors import AggregationError, BadClientUpdate
 
 ID_BYTES = 4  # a client id on the wire
-_INDEX = struct.Struct(">I")
+SHARE_BYTES = shamir.share_bytes(keys.SEED_BYTES)  # one share of one 16-byte seed
+# One neighbour's pair of shares (key seed, self-mask seed), sealed with AES-GCM.
+CIPHERTEXT_BYTES = 2 * SHARE_BYTES + keys.TAG_BYTES
+MAX_CLIENTS = shamir.MAX_HOLDERS  # a holder's x-coordinate is its position in the round + 1
 
 
 class Stage(str, Enum):
@@ -96,46 +109,82 @@ class KeyAdvertisement:
 
 @dataclass(frozen=True)
 class SharedKeys:
-    """Round 1, client → server: encrypted shares for each neighbour, and seed commitments."""
+    """Round 1, client → server: one sealed pair of shares per neighbour, and seed commitments.
+
+    Attributes:
+        recipients: The neighbours, sorted; row i of ``ciphertexts`` is addressed to the i-th.
+        ciphertexts: (neighbours, CIPHERTEXT_BYTES) uint8.
+    """
 
     sender: int
-    ciphertexts: Mapping[int, bytes]
+    recipients: np.ndarray
+    ciphertexts: np.ndarray
     key_commitment: bytes
     self_mask_commitment: bytes
 
     @property
     def nbytes(self) -> int:
         """Size on the wire."""
-        routed = sum(ID_BYTES + len(c) for c in self.ciphertexts.values())
+        routed = len(self.recipients) * (ID_BYTES + CIPHERTEXT_BYTES)
         return ID_BYTES + routed + len(self.key_commitment) + len(self.self_mask_commitment)
 
 
 @dataclass(frozen=True)
-class MaskedInput:
-    """Round 2, client → server: the masked vector y_u."""
+class ShareInbox:
+    """Round 1 → 2, server → client: the sealed shares other dealers addressed to the client."""
 
-    sender: int
-    vector: np.ndarray
+    senders: np.ndarray
+    ciphertexts: np.ndarray
 
     @property
     def nbytes(self) -> int:
         """Size on the wire."""
-        return ID_BYTES + int(self.vector.nbytes)
+        return len(self.senders) * (ID_BYTES + CIPHERTEXT_BYTES)
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    """Round 2, client → server: the masked vector y_u, bit-packed, and its GMAC tag.
+
+    Attributes:
+        payload: The wire form of y_u (:meth:`.ring.Ring.pack`: b bits a value).
+        dim: The number of values packed.
+        tag: GMAC of ``payload`` under the client's input key with the server.
+    """
+
+    sender: int
+    payload: np.ndarray
+    dim: int
+    tag: bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Size on the wire."""
+        return ID_BYTES + int(self.payload.nbytes) + len(self.tag)
 
 
 @dataclass(frozen=True)
 class UnmaskingResponse:
-    """Round 3, client → server: b-shares of surviving neighbours, key-shares of dropped ones."""
+    """Round 3, client → server: b-shares of surviving neighbours, key-shares of dropped ones.
+
+    Attributes:
+        self_mask_owners: The survivors whose self-mask seed shares follow, one row each.
+        self_mask_shares: (survivors, SHARE_BYTES) uint8.
+        key_owners: The dropped neighbours whose key-seed shares follow.
+        key_shares: (dropped, SHARE_BYTES) uint8.
+    """
 
     sender: int
-    self_mask_shares: Mapping[int, Share]
-    key_shares: Mapping[int, Share]
+    self_mask_owners: np.ndarray
+    self_mask_shares: np.ndarray
+    key_owners: np.ndarray
+    key_shares: np.ndarray
 
     @property
     def nbytes(self) -> int:
         """Size on the wire."""
-        shares = [*self.self_mask_shares.values(), *self.key_shares.values()]
-        return ID_BYTES + sum(ID_BYTES + s.nbytes for s in shares)
+        count = len(self.self_mask_owners) + len(self.key_owners)
+        return ID_BYTES + count * (ID_BYTES + SHARE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -154,6 +203,15 @@ class RoundSetup:
     graph: Graph
     threshold: int
 
+    @cached_property
+    def _members(self) -> np.ndarray:
+        return np.asarray(self.graph.clients, dtype=np.int64)
+
+    def x(self, clients: np.ndarray | Collection[int]) -> np.ndarray:
+        """The public Shamir x-coordinate of each client: its position in the round + 1."""
+        ids = np.asarray(clients, dtype=np.int64).reshape(-1)
+        return np.searchsorted(self._members, ids).astype(np.int64) + 1
+
 
 def _label(setup: RoundSetup, kind: str, owner: int) -> bytes:
     return f"round {setup.round_index}: {kind} of client {owner}".encode()
@@ -161,6 +219,15 @@ def _label(setup: RoundSetup, kind: str, owner: int) -> bytes:
 
 def _share_associated_data(setup: RoundSetup, sender: int, recipient: int) -> bytes:
     return struct.pack(">QQQ", setup.round_index, sender, recipient)
+
+
+def _ids(values: Iterable[int]) -> np.ndarray:
+    return np.fromiter(values, dtype=np.int64)
+
+
+def _wire(payload: np.ndarray) -> memoryview:
+    """The bytes of a (contiguous) wire array, as the MAC reads them."""
+    return memoryview(np.ascontiguousarray(payload)).cast("B")  # type: ignore[arg-type]
 
 
 # -- parties --------------------------------------------------------------------------------
@@ -173,9 +240,12 @@ class Client:
         client_id: The client.
         setup: The round's public parameters.
         graph_commitment: The server's commitment to the graph seed, received before the round.
+        server_public: The server's X25519 key of the round, which authenticates masked inputs.
     """
 
-    def __init__(self, client_id: int, setup: RoundSetup, graph_commitment: bytes) -> None:
+    def __init__(
+        self, client_id: int, setup: RoundSetup, graph_commitment: bytes, server_public: bytes
+    ) -> None:
         self.id = client_id
         self.setup = setup
         self._graph_commitment = graph_commitment
@@ -183,9 +253,14 @@ class Client:
         self._key_seed = keys.random_seed()
         self._mask_key = keys.private_key_from_seed(self._key_seed)
         self._self_mask_seed = keys.random_seed()
+        self._input_key = keys.input_key(
+            keys.shared_secret(self._cipher_key, server_public),
+            round_index=setup.round_index, sender=client_id,
+        )
         self._roster: dict[int, KeyAdvertisement] = {}
         self._pair_seeds: dict[int, bytes] = {}
-        self._inbox: dict[int, bytes] = {}
+        self._box_secrets: dict[int, bytes] = {}  # X25519 of the c keys, one per neighbour
+        self._inbox = ShareInbox(_ids(()), np.zeros((0, CIPHERTEXT_BYTES), dtype=np.uint8))
         self._answered = False
 
     def advertise_keys(self) -> KeyAdvertisement:
@@ -194,16 +269,14 @@ class Client:
             self.id, keys.public_bytes(self._cipher_key), keys.public_bytes(self._mask_key)
         )
 
-    def share_keys(self, graph: Graph, roster: Mapping[int, KeyAdvertisement]) -> SharedKeys:
-        """Round 1: check the revealed graph and the forwarded keys, then deal the shares."""
+    def _check_roster(self, graph: Graph, roster: Mapping[int, KeyAdvertisement]) -> None:
         setup = self.setup
         if graph.commitment != self._graph_commitment or graph != setup.graph:
             raise ProtocolViolation(
                 f"round {setup.round_index}: client {self.id}: the revealed graph does not match "
                 "the server's commitment"
             )
-        neighbours = graph.neighbours(self.id)
-        strangers = sorted(set(roster) - neighbours)
+        strangers = sorted(set(roster) - graph.neighbours(self.id))
         if strangers:
             raise ProtocolViolation(
                 f"round {setup.round_index}: client {self.id} received keys of non-neighbours "
@@ -219,20 +292,26 @@ class Client:
                 f"keys, fewer than the threshold {setup.threshold}; its secrets could not be "
                 "recovered, so the round aborts"
             )
+
+    def share_keys(self, graph: Graph, roster: Mapping[int, KeyAdvertisement]) -> SharedKeys:
+        """Round 1: check the revealed graph and the forwarded keys, then deal the shares of
+        both seeds to every neighbour at once and seal each neighbour's pair."""
+        self._check_roster(graph, roster)
+        setup = self.setup
         self._roster = dict(roster)
-        recipients = sorted(roster)
-        key_shares = split(self._key_seed, threshold=setup.threshold, count=len(recipients))
-        self_shares = split(self._self_mask_seed, threshold=setup.threshold, count=len(recipients))
-        ciphertexts: dict[int, bytes] = {}
-        for v, key_share, self_share in zip(recipients, key_shares, self_shares, strict=True):
+        recipients = _ids(sorted(roster))
+        shares = shamir.deal(
+            [self._key_seed, self._self_mask_seed], threshold=setup.threshold,
+            holders=setup.x(recipients),
+        ).reshape(len(recipients), 2 * SHARE_BYTES)
+        sealed = np.empty((len(recipients), CIPHERTEXT_BYTES), dtype=np.uint8)
+        for row, v in enumerate(recipients.tolist()):
             secret = keys.shared_secret(self._cipher_key, roster[v].cipher_public)
-            box = keys.share_key(
-                secret, round_index=setup.round_index, sender=self.id, recipient=v
-            )
-            # Both splits number their shares 1..count in recipient order: one index serves.
-            plaintext = _INDEX.pack(key_share.index) + key_share.value + self_share.value
-            ciphertexts[v] = keys.seal(
-                box, plaintext, _share_associated_data(setup, self.id, v)
+            self._box_secrets[v] = secret
+            box = keys.share_key(secret, round_index=setup.round_index, sender=self.id, recipient=v)
+            sealed[row] = np.frombuffer(
+                keys.seal(box, shares[row].tobytes(), _share_associated_data(setup, self.id, v)),
+                dtype=np.uint8,
             )
             agreed = keys.shared_secret(self._mask_key, roster[v].mask_public)
             self._pair_seeds[v] = keys.mask_seed(
@@ -240,77 +319,122 @@ class Client:
             )
         return SharedKeys(
             self.id,
-            ciphertexts,
+            recipients,
+            sealed,
             key_commitment=commit(self._key_seed, _label(setup, "key seed", self.id)),
             self_mask_commitment=commit(
                 self._self_mask_seed, _label(setup, "self-mask seed", self.id)
             ),
         )
 
-    def receive_shares(self, inbox: Mapping[int, bytes]) -> None:
-        """End of round 1: keep the encrypted shares of the neighbours that dealt them."""
-        strangers = sorted(set(inbox) - set(self._roster))
+    def receive_shares(self, inbox: ShareInbox) -> None:
+        """End of round 1: keep the sealed shares of the neighbours that dealt them."""
+        strangers = sorted(set(inbox.senders.tolist()) - set(self._roster))
         if strangers:
             raise ProtocolViolation(
                 f"round {self.setup.round_index}: client {self.id} received shares from "
                 f"clients {strangers} whose keys it never got"
             )
-        self._inbox = dict(inbox)
+        self._inbox = inbox
+
+    @property
+    def dealers(self) -> list[int]:
+        """The neighbours whose shares this client holds (they mask with it)."""
+        senders: list[int] = self._inbox.senders.tolist()
+        return senders
 
     def masked_input(self, values: np.ndarray, masks: MaskGenerator) -> MaskedInput:
-        """Round 2: y_u = x_u + PRG(b_u) ± PRG(s_uv) over the neighbours that dealt shares."""
+        """Round 2: y_u = x_u + PRG(b_u) ± PRG(s_uv) over the neighbours that dealt shares,
+        packed to b bits a value and tagged for the server."""
         ring = self.setup.ring
         ring.check(values, self.id, values.shape[0] if values.ndim == 1 else -1)
         masked = np.array(values, dtype=ring.dtype, copy=True)
-        add = [self._self_mask_seed] + [self._pair_seeds[v] for v in self._inbox if self.id < v]
-        subtract = [self._pair_seeds[v] for v in self._inbox if self.id > v]
+        dealers = self.dealers
+        add = [self._self_mask_seed] + [self._pair_seeds[v] for v in dealers if self.id < v]
+        subtract = [self._pair_seeds[v] for v in dealers if self.id > v]
         masks.apply(masked, add=add, subtract=subtract)
-        return MaskedInput(self.id, masked)
+        payload = ring.pack(masked)
+        return MaskedInput(self.id, payload, masked.size, keys.tag(self._input_key, _wire(payload)))
 
-    def unmask(self, survivors: Collection[int], dropped: Collection[int]) -> UnmaskingResponse:
-        """Round 3, answered once: b-shares of ``survivors``, key-shares of ``dropped``."""
+    def _check_request(self, alive: set[int], gone: set[int]) -> None:
         setup = self.setup
         where = f"round {setup.round_index}: client {self.id}"
         if self._answered:
             raise ProtocolViolation(f"{where} already answered an unmasking request")
         self._answered = True
-        alive, gone = set(survivors), set(dropped)
         both = sorted(alive & gone)
         if both:
             raise ProtocolViolation(
                 f"{where} was asked for both secrets of clients {both}; refusing"
             )
-        if alive | gone != set(self._inbox):
+        if alive | gone != set(self.dealers):
             raise ProtocolViolation(
                 f"{where}: the unmasking request lists {sorted(alive | gone)}, but the clients "
-                f"that dealt it shares are {sorted(self._inbox)}"
+                f"that dealt it shares are {sorted(self.dealers)}"
             )
         if len(alive) < setup.threshold:
             raise AggregationError(
                 f"{where} refuses to unmask: only {len(alive)} of its neighbours sent masked "
                 f"inputs, fewer than the threshold {setup.threshold}"
             )
-        self_mask_shares: dict[int, Share] = {}
-        key_shares: dict[int, Share] = {}
-        for v, ciphertext in self._inbox.items():
-            secret = keys.shared_secret(self._cipher_key, self._roster[v].cipher_public)
-            box = keys.share_key(
-                secret, round_index=setup.round_index, sender=v, recipient=self.id
+
+    def _open(self, v: int, ciphertext: np.ndarray) -> np.ndarray:
+        setup = self.setup
+        box = keys.share_key(
+            self._box_secrets[v], round_index=setup.round_index, sender=v, recipient=self.id
+        )
+        try:
+            plaintext = keys.open_sealed(
+                box, ciphertext.tobytes(), _share_associated_data(setup, v, self.id)
             )
-            try:
-                plaintext = keys.open_sealed(
-                    box, ciphertext, _share_associated_data(setup, v, self.id)
-                )
-            except ValueError as err:
-                raise AggregationError(f"{where}: the shares from client {v}: {err}") from None
-            index = _INDEX.unpack_from(plaintext)[0]
-            body = plaintext[_INDEX.size :]
-            half = len(body) // 2
+        except ValueError as err:
+            raise AggregationError(
+                f"round {setup.round_index}: client {self.id}: the shares from client {v}: {err}"
+            ) from None
+        return np.frombuffer(plaintext, dtype=np.uint8)
+
+    def unmask(self, survivors: Collection[int], dropped: Collection[int]) -> UnmaskingResponse:
+        """Round 3, answered once: b-shares of ``survivors``, key-shares of ``dropped``."""
+        alive, gone = set(survivors), set(dropped)
+        self._check_request(alive, gone)
+        self_owners, self_rows, key_owners, key_rows = [], [], [], []
+        for v, ciphertext in zip(self.dealers, self._inbox.ciphertexts, strict=True):
+            pair = self._open(v, ciphertext)
             if v in alive:
-                self_mask_shares[v] = Share(index, body[half:])
+                self_owners.append(v)
+                self_rows.append(pair[SHARE_BYTES:])
             else:
-                key_shares[v] = Share(index, body[:half])
-        return UnmaskingResponse(self.id, self_mask_shares, key_shares)
+                key_owners.append(v)
+                key_rows.append(pair[:SHARE_BYTES])
+
+        def rows(values: list[np.ndarray]) -> np.ndarray:
+            return np.stack(values) if values else np.zeros((0, SHARE_BYTES), dtype=np.uint8)
+
+        return UnmaskingResponse(
+            self.id, _ids(self_owners), rows(self_rows), _ids(key_owners), rows(key_rows)
+        )
+
+
+@dataclass(frozen=True)
+class _Holdings:
+    """The shares of one kind of secret that arrived, sorted by owner, then x-coordinate."""
+
+    owners: np.ndarray
+    holders: np.ndarray
+    xs: np.ndarray
+    shares: np.ndarray
+
+    def spans(self) -> dict[int, tuple[int, int]]:
+        """Owner → (first row, number of rows) (the rows are sorted by owner)."""
+        if not self.owners.size:
+            return {}
+        starts = np.flatnonzero(np.diff(self.owners, prepend=self.owners[0] - 1))
+        counts = np.diff(starts, append=self.owners.size)
+        return {
+            int(o): (int(s), int(c))
+            for o, s, c in zip(self.owners[starts].tolist(), starts.tolist(), counts.tolist(),
+                               strict=True)
+        }
 
 
 class Server:
@@ -318,62 +442,126 @@ class Server:
 
     Args:
         setup: The round's public parameters.
+
+    Attributes:
+        public: The server's X25519 key of the round (clients agree their input keys with it).
+        rejected: Clients whose masked input failed authentication, with the reason.
+        altered: Holder → the owners whose share it altered (found with spare shares; the
+            secrets were reconstructed from the others).
     """
 
     def __init__(self, setup: RoundSetup) -> None:
         self.setup = setup
+        self._key = keys.private_key_from_seed(keys.random_seed())
+        self.public = keys.public_bytes(self._key)
         self.keys: dict[int, KeyAdvertisement] = {}
         self.dealt: dict[int, SharedKeys] = {}
+        self._input_keys: dict[int, bytes] = {}
+        self.senders: frozenset[int] = frozenset()
+        self.rejected: dict[int, str] = {}
+        self.altered: dict[int, list[int]] = {}
         self.revealed_self_masks: frozenset[int] = frozenset()
         self.revealed_keys: frozenset[int] = frozenset()
+
+    @property
+    def _where(self) -> str:
+        return f"round {self.setup.round_index}"
 
     def route_keys(
         self, adverts: Mapping[int, KeyAdvertisement]
     ) -> dict[int, dict[int, KeyAdvertisement]]:
-        """Round 0 → 1: each client gets the keys of its neighbours that advertised (U1)."""
+        """Round 0 → 1: each client gets the keys of its neighbours that advertised (U1); the
+        server agrees each client's input-authentication key with its c key."""
         graph = self.setup.graph
         self.keys = dict(adverts)
+        self._input_keys = {
+            u: keys.input_key(
+                keys.shared_secret(self._key, advert.cipher_public),
+                round_index=self.setup.round_index, sender=u,
+            )
+            for u, advert in adverts.items()
+        }
         return {
             u: {v: adverts[v] for v in sorted(graph.neighbours(u)) if v in adverts}
             for u in adverts
         }
 
-    def route_shares(self, dealt: Mapping[int, SharedKeys]) -> dict[int, dict[int, bytes]]:
-        """Round 1 → 2: each dealer (U2) gets the ciphertexts addressed to it by other dealers."""
-        self.dealt = dict(dealt)
-        inbox: dict[int, dict[int, bytes]] = {u: {} for u in dealt}
+    def route_shares(self, dealt: Mapping[int, SharedKeys]) -> dict[int, ShareInbox]:
+        """Round 1 → 2: each dealer (U2) gets the ciphertexts addressed to it by other dealers,
+        routed for all dealers at once (a sort of the (recipient, sender) pairs)."""
         for u, message in dealt.items():
-            for v, ciphertext in message.ciphertexts.items():
-                if v in inbox:
-                    inbox[v][u] = ciphertext
-        return inbox
+            count = len(message.recipients)
+            if message.sender != u or message.ciphertexts.shape != (count, CIPHERTEXT_BYTES):
+                raise ProtocolViolation(f"{self._where}: malformed ShareKeys message of client {u}")
+        self.dealt = dict(dealt)
+        dealers = _ids(sorted(dealt))
+        messages = [dealt[u] for u in dealers.tolist()]
+        senders = np.repeat(dealers, [len(m.recipients) for m in messages])
+        recipients = np.concatenate([_ids(()), *(m.recipients for m in messages)])
+        rows = np.concatenate(
+            [np.zeros((0, CIPHERTEXT_BYTES), dtype=np.uint8), *(m.ciphertexts for m in messages)]
+        )
+        keep = np.isin(recipients, dealers)
+        order = np.lexsort((senders[keep], recipients[keep]))
+        senders, recipients, rows = senders[keep][order], recipients[keep][order], rows[keep][order]
+        bounds = np.searchsorted(recipients, dealers, side="left").tolist()
+        ends = np.searchsorted(recipients, dealers, side="right").tolist()
+        return {
+            v: ShareInbox(senders[a:b], rows[a:b])
+            for v, a, b in zip(dealers.tolist(), bounds, ends, strict=True)
+        }
+
+    def authentic(self, inputs: Mapping[int, MaskedInput]) -> list[MaskedInput]:
+        """The masked inputs whose tags verify; the others are recorded in ``rejected``."""
+        accepted: list[MaskedInput] = []
+        for u, message in sorted(inputs.items()):
+            if message.sender != u or u not in self.dealt:
+                raise ProtocolViolation(
+                    f"{self._where}: masked input from client {u}, which did not deal shares"
+                )
+            if keys.verify(self._input_keys[u], _wire(message.payload), message.tag):
+                accepted.append(message)
+            else:
+                self.rejected[u] = "masked input failed authentication (altered on its way)"
+        return accepted
+
+    def _check_shapes(self, accepted: list[MaskedInput]) -> None:
+        ring = self.setup.ring
+        dim = accepted[0].dim
+        wire = ring.dtype if ring.wraps_natively else np.dtype(np.uint8)
+        for message in accepted:
+            payload = message.payload
+            if (message.dim != dim or payload.dtype != wire or payload.ndim != 1
+                    or payload.nbytes != ring.packed_nbytes(dim)):
+                raise BadClientUpdate(
+                    message.sender,
+                    f"masked input of {message.dim} values in {payload.nbytes} bytes of "
+                    f"{payload.dtype}, expected {dim} values in {ring.packed_nbytes(dim)} bytes "
+                    f"of {wire}",
+                )
 
     def sum_masked(self, inputs: Mapping[int, MaskedInput]) -> np.ndarray:
-        """Round 2, the hot path: Σ y_u over the received masked inputs (storage-type wrap).
+        """Round 2, the hot path: Σ y_u over the authentic masked inputs (storage-type wrap).
 
-        Every message is validated before the first addition, so a bad one leaves no half sum.
+        A message whose tag fails is left out (its sender is then unmasked as a dropout) and
+        named in ``rejected``; every kept message is validated before the first addition, so a
+        malformed one leaves no half sum.
         """
         if not inputs:
-            raise AggregationError(f"round {self.setup.round_index}: no masked input arrived")
-        dealt, dtype = self.dealt, self.setup.ring.dtype
-        vectors: list[np.ndarray] = []
-        for u, message in inputs.items():
-            vector = message.vector
-            if message.sender != u or u not in dealt:
-                raise ProtocolViolation(
-                    f"round {self.setup.round_index}: masked input from client {u}, which did "
-                    "not deal shares"
-                )
-            if vector.dtype != dtype or (vectors and vector.shape != vectors[0].shape):
-                expected = vectors[0].shape if vectors else "(dim,)"
-                raise BadClientUpdate(
-                    u, f"masked input has shape {vector.shape} and dtype {vector.dtype}, "
-                    f"expected {expected} and {dtype}"
-                )
-            vectors.append(vector)
-        total = vectors[0].copy()
-        for vector in vectors[1:]:
-            np.add(total, vector, out=total)
+            raise AggregationError(f"{self._where}: no masked input arrived")
+        self.rejected = {}
+        accepted = self.authentic(inputs)
+        if not accepted:
+            raise AggregationError(
+                f"{self._where}: no masked input passed authentication (rejected: clients "
+                f"{sorted(self.rejected)})"
+            )
+        self._check_shapes(accepted)
+        ring, dim = self.setup.ring, accepted[0].dim
+        total = np.array(ring.unpack(accepted[0].payload, dim), copy=True)
+        for message in accepted[1:]:
+            np.add(total, ring.unpack(message.payload, dim), out=total)
+        self.senders = frozenset(m.sender for m in accepted)
         return total
 
     def unmasking_requests(
@@ -381,10 +569,11 @@ class Server:
     ) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
         """Round 3 requests: for each survivor, its dealing neighbours that survived / dropped."""
         alive = frozenset(survivors)
+        dealers = frozenset(self.dealt)
         requests = {}
         for u in sorted(alive):
-            dealers = frozenset(self.setup.graph.neighbours(u) & set(self.dealt))
-            requests[u] = (dealers & alive, dealers - alive)
+            mine = self.setup.graph.neighbours(u) & dealers
+            requests[u] = (mine & alive, mine - alive)
         return requests
 
     def unmask(
@@ -403,6 +592,110 @@ class Server:
         masks.apply(result, add=add, subtract=subtract)
         return result
 
+    def _gather(self, responses: Mapping[int, UnmaskingResponse], kind: str) -> _Holdings:
+        """Every share of one kind (``self-mask seed`` or ``key seed``) in the responses."""
+        senders, owners, rows = [], [_ids(())], [np.zeros((0, SHARE_BYTES), np.uint8)]
+        # Holders in x order, then a stable sort by owner: rows end up by (owner, x).
+        for holder, response in sorted(responses.items()):
+            mine, shares = (
+                (response.self_mask_owners, response.self_mask_shares)
+                if kind == "self-mask seed" else (response.key_owners, response.key_shares)
+            )
+            if response.sender != holder or shares.shape != (len(mine), SHARE_BYTES):
+                raise ProtocolViolation(
+                    f"{self._where}: the unmasking response of client {holder} is malformed"
+                )
+            senders.append(holder)
+            owners.append(mine)
+            rows.append(shares)
+        counts = [len(mine) for mine in owners[1:]]
+        owned = np.concatenate(owners).astype(np.int64, copy=False)
+        held = np.repeat(_ids(senders), counts)
+        # Positions fit 16 bits (MAX_CLIENTS), for which numpy's stable sort is a radix sort.
+        order = np.argsort((self.setup.x(owned) - 1).astype(np.uint16), kind="stable")
+        owned, held = owned[order], held[order]
+        xs = self.setup.x(held)
+        repeated = np.flatnonzero((owned[1:] == owned[:-1]) & (held[1:] == held[:-1]))
+        if repeated.size:
+            raise ProtocolViolation(
+                f"{self._where}: client {int(held[repeated[0]])} sent two shares of the "
+                f"{kind} of client {int(owned[repeated[0]])}"
+            )
+        return _Holdings(owned, held, xs, np.concatenate(rows)[order])
+
+    def _commitment(self, kind: str, owner: int) -> bytes:
+        dealt = self.dealt[owner]
+        return dealt.self_mask_commitment if kind == "self-mask seed" else dealt.key_commitment
+
+    def _reconstruct(self, kind: str, owners: list[int], held: _Holdings) -> dict[int, bytes]:
+        """The ``kind`` secrets of ``owners``: all at once from each owner's first t holders
+        (one set of Lagrange coefficients per set of holders), then each failed commitment
+        retried with the spare shares."""
+        threshold = self.setup.threshold
+        spans = held.spans()
+        for owner in owners:
+            count = spans.get(owner, (0, 0))[1]
+            if count < threshold:
+                raise AggregationError(
+                    f"{self._where}: only {count} neighbours of client {owner} answered the "
+                    f"unmasking request, fewer than the threshold {threshold}; the round "
+                    "aborts and nothing is returned"
+                )
+        if not owners:
+            return {}
+        rows = np.array([spans[o][0] for o in owners])[:, None] + np.arange(threshold)
+        secrets = shamir.reconstruct(held.xs[rows], held.shares[rows])
+        out: dict[int, bytes] = {}
+        for owner, secret in zip(owners, secrets, strict=True):
+            if secret is None or not self._matches(kind, owner, secret):
+                start, count = spans[owner]
+                secret = self._recover(kind, owner, held, slice(start, start + count))
+            out[owner] = secret
+        return out
+
+    def _matches(self, kind: str, owner: int, secret: bytes) -> bool:
+        label = _label(self.setup, kind, owner)
+        return hmac.compare_digest(commit(secret, label), self._commitment(kind, owner))
+
+    def _recover(self, kind: str, owner: int, held: _Holdings, span: slice) -> bytes:
+        """The secret from all its shares, naming the holder whose share was altered."""
+        threshold = self.setup.threshold
+        found = shamir.recover(
+            held.xs[span], held.shares[span], threshold=threshold,
+            matches=lambda secret: self._matches(kind, owner, secret),
+        )
+        ids = held.holders[span].tolist()
+        if found.secret is None:
+            why = (
+                "there is no spare share to tell which holder altered its share"
+                if len(ids) == threshold
+                else f"more than one of the first {threshold + 1} holders altered its share"
+            )
+            raise ReconstructionError(
+                f"{self._where}: the {kind} of client {owner} (dealer): the shares held by "
+                f"clients {ids[: threshold + 1]} do not reconstruct the secret it committed to; "
+                f"{why}; the round aborts"
+            )
+        for position in found.altered:
+            self.altered.setdefault(ids[position], []).append(owner)
+        return found.secret
+
+    def reconstruct_seeds(
+        self, survivors: Collection[int], responses: Mapping[int, UnmaskingResponse]
+    ) -> tuple[dict[int, bytes], dict[int, bytes]]:
+        """Shamir reconstruction of the round: (self-mask seed of each survivor, key seed of
+        each dealer that dropped with a surviving neighbour), each checked against its
+        commitment; holders proven to have altered a share are recorded in ``altered``."""
+        graph = self.setup.graph
+        alive = frozenset(survivors)
+        dropped = sorted(v for v in self.dealt if v not in alive and graph.neighbours(v) & alive)
+        self.altered = {}
+        self_seeds = self._reconstruct(
+            "self-mask seed", sorted(alive), self._gather(responses, "self-mask seed")
+        )
+        key_seeds = self._reconstruct("key seed", dropped, self._gather(responses, "key seed"))
+        return self_seeds, key_seeds
+
     def mask_seeds(
         self, survivors: Collection[int], responses: Mapping[int, UnmaskingResponse]
     ) -> tuple[list[bytes], list[bytes]]:
@@ -414,50 +707,18 @@ class Server:
 
         Raises:
             AggregationError: A needed secret has fewer than t shares in ``responses``.
-            ReconstructionError: Shares do not reconstruct the committed secret (tampering).
+            ReconstructionError: Shares do not reconstruct the committed secret and the spare
+                shares cannot tell which holder altered its share.
         """
         setup = self.setup
         graph = setup.graph
         alive = frozenset(survivors)
-        dropped = {v for v in self.dealt if v not in alive and graph.neighbours(v) & alive}
-        if alive & dropped:  # cannot happen by construction; the guard documents the rule
-            raise ProtocolViolation("the server would reconstruct both secrets of a client")
-        self_shares: dict[int, list[Share]] = {u: [] for u in alive}
-        key_shares: dict[int, list[Share]] = {v: [] for v in dropped}
-        for holder in sorted(responses):
-            response = responses[holder]
-            for owner, share in response.self_mask_shares.items():
-                if owner in self_shares:
-                    self_shares[owner].append(share)
-            for owner, share in response.key_shares.items():
-                if owner in key_shares:
-                    key_shares[owner].append(share)
-
-        def reconstruct(owner: int, kind: str, shares: list[Share], commitment: bytes) -> bytes:
-            if len(shares) < setup.threshold:
-                raise AggregationError(
-                    f"round {setup.round_index}: only {len(shares)} neighbours of client {owner} "
-                    f"answered the unmasking request, fewer than the threshold "
-                    f"{setup.threshold}; the round aborts and nothing is returned"
-                )
-            try:
-                return combine(
-                    shares,
-                    threshold=setup.threshold,
-                    commitment=commitment,
-                    label=_label(setup, kind, owner),
-                )
-            except ReconstructionError as err:
-                raise ReconstructionError(f"{err}; the round aborts") from None
-
-        subtract = [
-            reconstruct(u, "self-mask seed", self_shares[u], self.dealt[u].self_mask_commitment)
-            for u in sorted(alive)
-        ]
+        self_seeds, key_seeds = self.reconstruct_seeds(alive, responses)
+        dropped = sorted(key_seeds)
+        subtract = [self_seeds[u] for u in sorted(alive)]
         add: list[bytes] = []
-        for v in sorted(dropped):
-            seed = reconstruct(v, "key seed", key_shares[v], self.dealt[v].key_commitment)
-            private = keys.private_key_from_seed(seed)
+        for v in dropped:
+            private = keys.private_key_from_seed(key_seeds[v])
             for u in sorted(graph.neighbours(v) & alive):
                 pair = keys.mask_seed(
                     keys.shared_secret(private, self.keys[u].mask_public),
@@ -486,6 +747,10 @@ class SumResult:
         download_bytes: Bytes each client received from the server.
         revealed_self_masks: Clients whose self-mask seed the server reconstructed.
         revealed_keys: Clients whose mask key seed the server reconstructed.
+        rejected: Clients whose masked input failed authentication (left out of the sum and
+            unmasked as dropouts), with the reason.
+        altered_shares: Holder → the clients whose share it altered; their secrets were
+            reconstructed from the other holders' shares.
     """
 
     total: np.ndarray
@@ -495,6 +760,8 @@ class SumResult:
     download_bytes: dict[int, int] = field(default_factory=dict)
     revealed_self_masks: frozenset[int] = frozenset()
     revealed_keys: frozenset[int] = frozenset()
+    rejected: dict[int, str] = field(default_factory=dict)
+    altered_shares: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 class SecAggRound:
@@ -539,6 +806,11 @@ class SecAggRound:
         members = tuple(sorted(set(clients)))
         if members != graph.clients:
             raise ValueError("the graph's vertices must be exactly the round's clients")
+        if len(members) > MAX_CLIENTS:
+            raise AggregationError(
+                f"round {round_index}: {len(members)} clients exceed the {MAX_CLIENTS} that the "
+                "share field GF(65537) has x-coordinates for"
+            )
         if len(members) < 2:
             raise AggregationError(
                 f"round {round_index}: secure aggregation needs at least 2 clients, got "
@@ -557,7 +829,9 @@ class SecAggRound:
         self.setup = RoundSetup(round_index, ring, graph, threshold)
         self.masks = masks or MaskGenerator(ring)
         self.server = Server(self.setup)
-        self.clients = {c: Client(c, self.setup, graph.commitment) for c in members}
+        self.clients = {
+            c: Client(c, self.setup, graph.commitment, self.server.public) for c in members
+        }
         self.upload: Counter[int] = Counter()
         self.download: Counter[int] = Counter()
         self._dealers: frozenset[int] = frozenset()
@@ -577,7 +851,8 @@ class SecAggRound:
         for c, advert in adverts.items():
             self.upload[c] += advert.nbytes
         rosters = self.server.route_keys(adverts)
-        seed_bytes = len(self.setup.graph.seed)
+        # The graph seed and the server's round key come with the roster.
+        seed_bytes = len(self.setup.graph.seed) + len(self.server.public)
         dealt: dict[int, SharedKeys] = {}
         for c in adverts:
             self.download[c] += seed_bytes + sum(a.nbytes for a in rosters[c].values())
@@ -587,7 +862,7 @@ class SecAggRound:
         inboxes = self.server.route_shares(dealt)
         for c, inbox in inboxes.items():
             self.clients[c].receive_shares(inbox)
-            self.download[c] += sum(ID_BYTES + len(ct) for ct in inbox.values())
+            self.download[c] += inbox.nbytes
         self._dealers = frozenset(dealt)
 
     def masked_input(self, client_id: int, values: np.ndarray) -> MaskedInput | None:
@@ -613,10 +888,11 @@ class SecAggRound:
 
         Raises:
             AggregationError: No input arrived, or a needed secret has fewer than t answering
-                holders, or a share fails its commitment. Nothing is returned.
+                holders, or shares fail their commitment with no spare share to tell which was
+                altered. Nothing is returned.
         """
         total = self.server.sum_masked(inputs)
-        survivors = frozenset(inputs)
+        survivors = self.server.senders
         responses = self.unmasking_responses(survivors)
         unmasked = self.server.unmask(total, survivors, responses, self.masks)
         dropped = {
@@ -632,6 +908,8 @@ class SecAggRound:
             download_bytes={c: self.download[c] for c in self.clients},
             revealed_self_masks=self.server.revealed_self_masks,
             revealed_keys=self.server.revealed_keys,
+            rejected=dict(self.server.rejected),
+            altered_shares={h: tuple(o) for h, o in sorted(self.server.altered.items())},
         )
 
 

@@ -5,6 +5,11 @@ masked inputs and the sum. Values live in ``uint32`` for b ≤ 32 and ``uint64``
 numpy's wrapping addition is already addition modulo 2^32 (2^64); for smaller b a final AND
 with 2^b − 1 reduces the result, which is correct because 2^b divides the storage modulus.
 
+On the wire a vector of a ring narrower than its storage type is bit-packed (:meth:`Ring.pack`):
+b bits per value, little-endian, so a masked upload costs b/8 bytes per value, not 4 or 8. Eight
+values of b bits fill exactly b bytes, so packing works on groups of eight: each value is shifted
+into one or two of the group's 64-bit words, all groups at once.
+
 Example:
     >>> import numpy as np
     >>> ring = Ring(8)
@@ -12,6 +17,9 @@ Example:
     >>> total = x + np.array([10, 10], dtype=ring.dtype)
     >>> ring.reduce(total).tolist()
     [4, 20]
+    >>> wire = Ring(12).pack(np.array([1, 4095, 7], dtype=np.uint32))
+    >>> wire.nbytes, Ring(12).unpack(wire, 3).tolist()
+    (5, [1, 4095, 7])
 """
 
 from __future__ import annotations
@@ -70,6 +78,57 @@ class Ring:
         if not self.wraps_natively:
             np.bitwise_and(values, self.dtype.type(self.mask), out=values)
         return values
+
+    def packed_nbytes(self, dim: int) -> int:
+        """Bytes of ``dim`` values on the wire: ⌈dim·b/8⌉ (the storage size when b fills it)."""
+        if self.wraps_natively:
+            return dim * self.dtype.itemsize
+        return -(-dim * self.bits // 8)
+
+    def _layout(self) -> list[tuple[int, int]]:
+        # (word, shift) of each of the 8 values of a group.
+        return [divmod(j * self.bits, 64) for j in range(8)]
+
+    def pack(self, values: np.ndarray) -> np.ndarray:
+        """Values of this ring (storage type) as b bits each: uint8 wire bytes, or the values
+        themselves when b is the storage width."""
+        if self.wraps_natively:
+            return values
+        if values.size == 0:
+            return np.zeros(0, dtype=np.uint8)
+        groups = -(-values.size // 8)
+        padded = np.zeros(8 * groups, dtype=np.uint64)
+        padded[: values.size] = values
+        lanes = padded.reshape(groups, 8)
+        words = np.zeros((groups, -(-self.bits // 8) + 1), dtype=np.uint64)
+        for j, (word, shift) in enumerate(self._layout()):
+            words[:, word] |= lanes[:, j] << np.uint64(shift)
+            if shift + self.bits > 64:
+                words[:, word + 1] |= lanes[:, j] >> np.uint64(64 - shift)
+        packed = words.view(np.uint8).reshape(groups, -1)[:, : self.bits]
+        return packed.reshape(-1)[: self.packed_nbytes(values.size)].copy()
+
+    def unpack(self, wire: np.ndarray, dim: int) -> np.ndarray:
+        """The inverse of :meth:`pack`: ``dim`` values in the storage type."""
+        if self.wraps_natively:
+            return wire
+        if dim == 0:
+            return self.zeros(0)
+        groups = -(-dim // 8)
+        width = 8 * (-(-self.bits // 8) + 1)
+        raw = np.zeros((groups, width), dtype=np.uint8)
+        flat = np.zeros(groups * self.bits, dtype=np.uint8)
+        flat[: wire.size] = wire
+        raw[:, : self.bits] = flat.reshape(groups, self.bits)
+        words = raw.view(np.uint64)
+        mask = np.uint64(self.mask)
+        lanes = np.empty((groups, 8), dtype=np.uint64)
+        for j, (word, shift) in enumerate(self._layout()):
+            lane = words[:, word] >> np.uint64(shift)
+            if shift + self.bits > 64:
+                lane |= words[:, word + 1] << np.uint64(64 - shift)
+            lanes[:, j] = lane & mask
+        return lanes.reshape(-1)[:dim].astype(self.dtype)
 
     def check(self, values: np.ndarray, client_id: int, dim: int) -> None:
         """Reject a vector that is not ``dim`` elements of this ring (in its storage type)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch import nn
 
 from fedbench.config import parse_experiment
 from fedbench.defenses.secagg.channel import SecAgg, SecAggChannel, SecAggProtocol
+from fedbench.defenses.secagg.encoding import FloatQuantizer
 from fedbench.defenses.secagg.ring import Ring
 from fedbench.errors import AggregationError, ConfigError
 from fedbench.fl.context import RoundContext, RunInfo
@@ -186,6 +188,80 @@ def test_unmasking_dropouts_still_count() -> None:
     assert np.max(np.abs(result.total - exact)) <= channel.encoder.error_bound(10)
 
 
+def test_clipped_values_are_counted_and_the_sum_is_exact_for_the_clipped_updates() -> None:
+    run = make_run()
+    channel = SecAgg(clip_range=(-0.5, 0.5)).channel
+    channel.setup(run)
+    updates = random_updates(list(range(10)), run.dim, seed=3)  # uniform in ±0.9
+    outside = sum(int(np.count_nonzero(np.abs(u) > 0.5)) for u in updates.values())
+    assert outside > 0
+    _, result = run_round(channel, run, updates)
+    assert result.stats["clipped_values"] == outside
+    assert result.stats["clipped_fraction"] == outside / (10 * run.dim)
+    clipped = sum(np.clip(u.astype(np.float64), -0.5, 0.5) for u in updates.values())
+    assert np.max(np.abs(result.total - clipped)) <= channel.encoder.error_bound(10)
+
+
+class _OffByTwoSteps(FloatQuantizer):
+    """A broken encoder: coordinate 3 of every encoding is two levels too high."""
+
+    def encode(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        encoded = super().encode(update, rng)
+        encoded[3] += 2
+        return encoded
+
+
+class _DecodesOneStepHigh(FloatQuantizer):
+    """A broken decoder of sums (not of single encodings): coordinate 0 one step high."""
+
+    def decode(self, total: np.ndarray, clients: int) -> np.ndarray:
+        decoded = super().decode(total, clients)
+        if clients > 1:
+            decoded[0] += 1.5 * clients * self.step
+        return decoded
+
+
+def test_an_encoding_beyond_its_rounding_bound_fails_naming_round_and_client() -> None:
+    run = make_run()
+    channel = SecAggChannel(encoder=_OffByTwoSteps(quant_bits=8, bits=16))
+    channel.setup(run)
+    updates = random_updates(list(range(10)), run.dim, seed=4)
+    channel.begin_round(make_ctx(run, 2, sorted(updates)))
+    with pytest.raises(AggregationError, match=r"round 2: secagg: client 0's encoding is off by"
+                       r".* at coordinate 3, above the quantization bound"):
+        channel.encode(0, updates[0])
+
+
+def test_a_decoded_sum_beyond_the_quantization_bound_fails_naming_the_round() -> None:
+    run = make_run()
+    channel = SecAggChannel(encoder=_DecodesOneStepHigh(quant_bits=8, bits=16))
+    channel.setup(run)
+    updates = random_updates(list(range(10)), run.dim, seed=5)
+    with pytest.raises(AggregationError, match=r"round 1: secagg: the decoded sum of 10 clients "
+                       r"is off by .* at coordinate 0 .* above the quantization bound"):
+        run_round(channel, run, updates, round_index=1)
+
+
+def test_a_masked_input_altered_on_its_way_is_left_out_and_its_sender_named() -> None:
+    run = make_run()
+    channel = SecAgg().channel
+    channel.setup(run)
+    updates = random_updates(list(range(10)), run.dim, seed=2)
+    channel.begin_round(make_ctx(run, 0, sorted(updates)))
+    messages = {c: channel.encode(c, u) for c, u in updates.items()}
+    # One flipped byte would move the sum by up to 2^32 quantization steps (~1.3e5 here).
+    payload = messages[4].payload.payload.copy()
+    payload.view(np.uint8)[7] ^= 0x40
+    messages[4] = dataclasses.replace(
+        messages[4], payload=dataclasses.replace(messages[4].payload, payload=payload)
+    )
+    result = channel.aggregate(messages)
+    assert result.dropped == {4: "masked input failed authentication (altered on its way)"}
+    assert result.contributors == tuple(c for c in range(10) if c != 4)
+    exact = sum(updates[c].astype(np.float64) for c in result.contributors)
+    assert np.max(np.abs(result.total - exact)) <= channel.encoder.error_bound(9)
+
+
 def test_dropout_draws_are_reproducible_per_round() -> None:
     def dropped(seed: int, round_index: int) -> dict[int, str]:
         run = make_run(seed=seed)
@@ -233,6 +309,10 @@ class CenteredIntegers:
     def check_headroom(self, clients: int) -> None:
         if clients * 2 * 100 >= self.ring.modulus:
             raise ConfigError("too small")
+
+    def clip(self, update: np.ndarray) -> tuple[np.ndarray, int]:
+        values = np.asarray(update, dtype=np.float64)
+        return np.clip(values, -1, 1), int(np.count_nonzero(np.abs(values) > 1))
 
     def encode(self, update: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         signed = np.round(np.clip(update, -1, 1) * 100).astype(np.int64)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedbench.defenses.secagg.encoding import FloatQuantizer, required_bits
-from fedbench.errors import ConfigError
+from fedbench.errors import AggregationError, ConfigError
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,9 +83,10 @@ def test_encoding_is_within_one_step_of_the_clipped_value(
     assert q.dtype == np.uint32
     assert int(q.max()) <= quantizer.levels
     decoded = quantizer.decode(q, 1)
-    clipped = np.clip(x.astype(np.float64), -1.0, 2.0)
-    assert np.all(np.abs(decoded - clipped) <= quantizer.step * (1 + 1e-9))
-    assert quantizer.clipped_count(x) == int(np.sum((x < -1) | (x > 2)))
+    in_range, outside = quantizer.clip(x)
+    assert in_range.tolist() == np.clip(x.astype(np.float64), -1.0, 2.0).tolist()
+    assert np.all(np.abs(decoded - in_range) <= quantizer.step * (1 + 1e-9))
+    assert outside == int(np.sum((x < -1) | (x > 2)))
 
 
 def test_stochastic_rounding_is_unbiased() -> None:
@@ -134,3 +135,11 @@ def test_extremes_map_to_the_ends_of_the_range() -> None:
     quantizer = FloatQuantizer(clip_range=(-0.1, 0.3), quant_bits=16, bits=32)
     q = quantizer.encode(np.array([-5.0, -0.1, 0.3, 7.0]), np.random.default_rng(0))
     assert q.tolist() == [0, 0, quantizer.levels, quantizer.levels]
+
+
+def test_a_sum_no_honest_inputs_reach_is_refused() -> None:
+    q = FloatQuantizer(clip_range=(-1.0, 1.0), quant_bits=8, bits=16)
+    top = np.array([3 * 255, 0], dtype=np.uint32)  # three clients at the top of the range
+    assert q.decode(top, 3).tolist() == [3.0, -3.0]
+    with pytest.raises(AggregationError, match=r"1 coordinates above 765.*largest 766"):
+        q.decode(top + np.array([1, 0], dtype=np.uint32), 3)

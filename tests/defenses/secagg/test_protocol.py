@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
@@ -10,25 +12,30 @@ from scipy.stats import chisquare
 
 from fedbench.defenses.secagg.graph import Graph
 from fedbench.defenses.secagg.protocol import (
+    MaskedInput,
     ProtocolViolation,
     SecAggRound,
     Stage,
+    SumResult,
     secure_sum,
 )
 from fedbench.defenses.secagg.ring import Ring
-from fedbench.defenses.secagg.shamir import ReconstructionError, Share
+from fedbench.defenses.secagg.shamir import ReconstructionError
 from fedbench.errors import AggregationError, BadClientUpdate
 
 STAGES = list(Stage)
 
 
 def expected_outcome(
-    graph: Graph, threshold: int, dropouts: dict[int, Stage]
-) -> tuple[frozenset[int], frozenset[int]] | None:
+    graph: Graph, threshold: int, dropouts: dict[int, Stage], rejected: frozenset[int] = frozenset()
+) -> tuple[frozenset[int], frozenset[int], frozenset[int]] | None:
     """The protocol's specification, written independently of its implementation.
 
-    Returns (U3, the dropouts whose mask keys must be reconstructed), or None when the round
-    must abort.
+    ``rejected``: clients whose masked input was altered on its way (the server must leave it
+    out and unmask them as dropouts).
+
+    Returns (U3, the dropouts whose mask keys must be reconstructed, the clients that answer
+    the unmasking request), or None when the round must abort.
     """
 
     def sends(c: int, stage: Stage) -> bool:
@@ -36,7 +43,7 @@ def expected_outcome(
 
     u1 = {c for c in graph.clients if sends(c, Stage.ADVERTISE_KEYS)}
     u2 = {c for c in u1 if sends(c, Stage.SHARE_KEYS)}
-    u3 = {c for c in u2 if sends(c, Stage.MASKED_INPUT)}
+    u3 = {c for c in u2 if sends(c, Stage.MASKED_INPUT)} - rejected
     u5 = {c for c in u3 if sends(c, Stage.UNMASKING)}
     # A dealer needs t neighbours with keys to deal its shares (Bonawitz's round-1 check).
     if any(len(graph.neighbours(u) & u1) < threshold for u in u2):
@@ -47,7 +54,19 @@ def expected_outcome(
     for owner in u3 | dropped_with_survivors:
         if len(graph.neighbours(owner) & u5) < threshold:
             return None
-    return frozenset(u3), frozenset(dropped_with_survivors)
+    return frozenset(u3), frozenset(dropped_with_survivors), frozenset(u5)
+
+
+def share_tampering_outcome(
+    graph: Graph, threshold: int, answering: frozenset[int], holder: int, owner: int
+) -> str:
+    """What altering ``holder``'s share of ``owner`` must do: "harmless" (the share is not among
+    the t the server uses), "named" (a spare share exists: the holder is named and the sum is
+    still exact) or "abort" (no spare share to tell which share is wrong)."""
+    holders = sorted(graph.neighbours(owner) & answering)  # x-coordinate order = id order
+    if holder not in holders[:threshold]:
+        return "harmless"
+    return "named" if len(holders) > threshold else "abort"
 
 
 @st.composite
@@ -70,12 +89,62 @@ def rounds(draw: st.DrawFn) -> dict:
         "dim": draw(st.integers(1, 24)),
         "bits": draw(st.sampled_from([1, 5, 16, 31, 32, 33, 64])),
         "data_seed": draw(st.integers(0, 2**32 - 1)),
+        # Which tampering to try, if any (resolved against the round's actual senders).
+        "tamper_input": draw(st.sampled_from([False, False, True])),
+        "tamper_share": draw(st.sampled_from([False, False, True])),
+        "pick": draw(st.integers(0, 2**16)),
     }
 
 
-@settings(max_examples=400, deadline=None)
-@given(rounds())
-def test_decoded_sum_is_exact_or_the_round_aborts(case: dict) -> None:
+def _tamper_share(response, owner: int):  # type: ignore[no-untyped-def]
+    """The response with one byte of its share of ``owner`` (either kind) flipped."""
+    for owners, name in ((response.self_mask_owners, "self_mask_shares"),
+                         (response.key_owners, "key_shares")):
+        rows = np.flatnonzero(owners == owner)
+        if rows.size:
+            shares = getattr(response, name).copy()
+            shares[int(rows[0]), 0] ^= 1
+            return dataclasses.replace(response, **{name: shares})
+    raise AssertionError(f"the response holds no share of client {owner}")
+
+
+def _alter_shares_of(rnd: SecAggRound, holder: int, owner: int) -> None:
+    """Make ``holder`` answer the unmasking request with its share of ``owner`` altered."""
+    client = rnd.clients[holder]
+    honest = client.unmask
+
+    def altered(survivors, dropped):  # type: ignore[no-untyped-def]
+        return _tamper_share(honest(survivors, dropped), owner)
+
+    client.unmask = altered  # type: ignore[method-assign]
+
+
+def _flip_a_byte(message: MaskedInput, where: int) -> MaskedInput:
+    payload = message.payload.copy()
+    payload.view(np.uint8)[where % payload.nbytes] ^= 1 << (where % 8)
+    return dataclasses.replace(message, payload=payload)
+
+
+def _plan_tampering(case: dict) -> tuple[int | None, tuple[int, int] | None]:
+    """(client whose masked input is altered, (holder, owner) whose share is altered)."""
+    graph, threshold, dropouts = case["graph"], case["threshold"], case["dropouts"]
+    pick = case["pick"]
+    rejected = None
+    honest = expected_outcome(graph, threshold, dropouts)
+    if case["tamper_input"] and honest is not None:
+        senders = sorted(honest[0])
+        rejected = senders[pick % len(senders)]
+    expected = expected_outcome(graph, threshold, dropouts, frozenset({rejected} - {None}))
+    if not case["tamper_share"] or expected is None:
+        return rejected, None
+    survivors, keyed, answering = expected
+    pairs = [(h, o) for o in sorted(survivors | keyed)
+             for h in sorted(graph.neighbours(o) & answering)]
+    return rejected, pairs[pick % len(pairs)]
+
+
+def check_round(case: dict) -> str:
+    """Run one randomized round, tampered as the case says, against the specification."""
     graph, threshold, dropouts = case["graph"], case["threshold"], case["dropouts"]
     ring = Ring(case["bits"])
     rng = np.random.default_rng(case["data_seed"])
@@ -84,20 +153,30 @@ def test_decoded_sum_is_exact_or_the_round_aborts(case: dict) -> None:
         .astype(ring.dtype)
         for c in graph.clients
     }
-    expected = expected_outcome(graph, threshold, dropouts)
-    event("aborts" if expected is None else "sums")
-    if expected is None:
+    rejected, altered = _plan_tampering(case)
+    expected = expected_outcome(graph, threshold, dropouts, frozenset({rejected} - {None}))
+    outcome = "sums"
+    if expected is not None and altered is not None:
+        outcome = share_tampering_outcome(graph, threshold, expected[2], *altered)
+
+    def run() -> SumResult:
+        rnd = SecAggRound(graph.clients, ring=ring, graph=graph, threshold=threshold,
+                          dropouts=dropouts, round_index=case["data_seed"] % 7)
+        sent = {c: m for c in graph.clients if (m := rnd.masked_input(c, inputs[c])) is not None}
+        if rejected is not None:
+            sent[rejected] = _flip_a_byte(sent[rejected], case["pick"])
+        if altered is not None:
+            _alter_shares_of(rnd, *altered)
+        return rnd.aggregate(sent)
+
+    if rejected is not None:
+        event("a masked input altered")
+    if expected is None or outcome == "abort":
         with pytest.raises(AggregationError):
-            secure_sum(
-                inputs, ring=ring, graph=graph, threshold=threshold, dropouts=dropouts,
-                round_index=case["data_seed"] % 7,
-            )
-        return
-    result = secure_sum(
-        inputs, ring=ring, graph=graph, threshold=threshold, dropouts=dropouts,
-        round_index=case["data_seed"] % 7,
-    )
-    survivors, reconstructed_keys = expected
+            run()
+        return "aborts" if expected is None else "tampered share aborts"
+    result = run()
+    survivors, reconstructed_keys, _ = expected
     # Independent reference: Python integers, reduced modulo 2^b once.
     reference = [
         sum(int(inputs[c][i]) for c in survivors) % ring.modulus for i in range(case["dim"])
@@ -109,6 +188,23 @@ def test_decoded_sum_is_exact_or_the_round_aborts(case: dict) -> None:
     assert result.revealed_self_masks == survivors
     assert result.revealed_keys == reconstructed_keys
     assert not result.revealed_self_masks & result.revealed_keys
+    assert set(result.rejected) == ({rejected} - {None})
+    named = {altered[0]: (altered[1],)} if altered is not None and outcome == "named" else {}
+    assert result.altered_shares == named
+    return "sums" if outcome == "sums" else f"tampered share {outcome}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(rounds())
+def test_decoded_sum_is_exact_or_the_round_aborts(case: dict) -> None:
+    event(check_round(case))
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None)
+@given(rounds())
+def test_decoded_sum_is_exact_or_the_round_aborts_many_trials(case: dict) -> None:
+    event(check_round(case))
 
 
 def test_sum_without_dropouts_full_and_sparse_graphs() -> None:
@@ -163,36 +259,48 @@ def _round_until_unmasking(
     return rnd, sent, survivors, total
 
 
-def test_tampered_share_fails_loudly() -> None:
-    # Threshold = every holder, so each share is used in reconstruction.
+def test_tampered_share_without_a_spare_fails_naming_dealer_and_holders() -> None:
+    # Threshold = every holder, so each share is used and none is spare.
     rnd, _, survivors, total = _round_until_unmasking(threshold=4)
     responses = rnd.unmasking_responses(survivors)
     honest = rnd.server.unmask(total, survivors, responses, rnd.masks)
     assert honest.tolist() == [15] * 8
-    victim = responses[3]
-    share = victim.self_mask_shares[0]
-    flipped = bytes([share.value[0] ^ 1]) + share.value[1:]
-    tampered = dict(responses)
-    tampered[3] = type(victim)(
-        victim.sender, {**victim.self_mask_shares, 0: Share(share.index, flipped)},
-        victim.key_shares,
-    )
-    with pytest.raises(ReconstructionError, match=r"self-mask seed of client 0.*altered"):
+    tampered = {**responses, 3: _tamper_share(responses[3], owner=0)}
+    with pytest.raises(
+        ReconstructionError,
+        match=r"self-mask seed of client 0 \(dealer\): the shares held by clients \[1, 2, 3, 4\]"
+        r".*no spare share",
+    ):
         rnd.server.unmask(total, survivors, tampered, rnd.masks)
 
 
-def test_tampered_ciphertext_fails_authentication() -> None:
+def test_tampered_share_with_spares_is_reconstructed_around_and_its_holder_named() -> None:
+    rnd, _, survivors, total = _round_until_unmasking(threshold=3, n=6)
+    responses = rnd.unmasking_responses(survivors)
+    # Holder 2 alters its shares of clients 0 and 5 (the first three holders of each include 2)
+    # and holder 5 its share of client 0 (0's fifth holder: never used, so harmless).
+    bad = _tamper_share(_tamper_share(responses[2], owner=0), owner=5)
+    tampered = {**responses, 2: bad, 5: _tamper_share(responses[5], owner=0)}
+    unmasked = rnd.server.unmask(total, survivors, tampered, rnd.masks)
+    assert unmasked.tolist() == [21] * 8
+    assert rnd.server.altered == {2: [0, 5]}
+
+
+def test_the_round_reports_the_holder_that_altered_shares() -> None:
     ring = Ring(32)
-    clients = list(range(4))
-    rnd = SecAggRound(clients, ring=ring, graph=Graph.full(clients), threshold=2)
-    inbox = rnd.clients[2]._inbox
-    ciphertext = inbox[1]
-    inbox[1] = ciphertext[:-1] + bytes([ciphertext[-1] ^ 0x80])
-    sent = {c: rnd.masked_input(c, np.zeros(3, dtype=np.uint32)) for c in clients}
-    with pytest.raises(AggregationError, match="client 2: the shares from client 1"):
-        rnd.aggregate(sent)  # type: ignore[arg-type]
+    clients = list(range(6))
+    rnd = SecAggRound(clients, ring=ring, graph=Graph.full(clients), threshold=3)
+    liar = rnd.clients[1]
+    honest_unmask = liar.unmask
 
+    def altered_unmask(survivors, dropped):  # type: ignore[no-untyped-def]
+        return _tamper_share(honest_unmask(survivors, dropped), owner=3)
 
+    liar.unmask = altered_unmask  # type: ignore[method-assign]
+    sent = {c: rnd.masked_input(c, np.full(4, c, dtype=np.uint32)) for c in clients}
+    result = rnd.aggregate(sent)  # type: ignore[arg-type]
+    assert result.total.tolist() == [15] * 4
+    assert result.altered_shares == {1: (3,)}
 def test_client_never_reveals_both_secrets_of_a_neighbour() -> None:
     rnd, _, _, _ = _round_until_unmasking(threshold=2)
     client = rnd.clients[0]
@@ -242,16 +350,18 @@ def test_message_bytes_follow_the_wire_format() -> None:
         ring=ring, graph=Graph.full(clients), threshold=3,
         dropouts={4: Stage.MASKED_INPUT},
     )
-    ident, key, share, tag, commitment = 4, 32, 16, 16, 32
-    ciphertext = 4 + 2 * share + tag  # share index + key-seed share + self-mask share + GCM tag
+    # A share of a 16-byte seed: 8 elements of GF(65537), 16 low bytes and 1 byte of high bits;
+    # its x-coordinate is the holder's position in the round, so it is not sent.
+    ident, key, share, tag, commitment = 4, 32, 17, 16, 32
+    ciphertext = 2 * share + tag  # key-seed share + self-mask share + GCM tag
     advertise = ident + 2 * key
     share_keys = ident + (n - 1) * (ident + ciphertext) + 2 * commitment
-    masked = ident + 4 * dim
-    unmasking = ident + (n - 1) * (ident + 4 + share)  # one share per neighbour
+    masked = ident + 4 * dim + tag  # the vector and its GMAC
+    unmasking = ident + (n - 1) * (ident + share)  # one share per neighbour
     survivor_upload = advertise + share_keys + masked + unmasking
     assert result.upload_bytes == {**dict.fromkeys(range(4), survivor_upload),
                                    4: advertise + share_keys}
-    roster = (n - 1) * advertise
+    roster = (n - 1) * advertise + key  # the neighbours' keys and the server's round key
     inbox = (n - 1) * (ident + ciphertext)
     request = (n - 1) * ident
     assert result.download_bytes == {**dict.fromkeys(range(4), roster + inbox + request),
@@ -270,7 +380,7 @@ def test_a_masked_vector_is_uniform_and_the_plain_one_is_not() -> None:
     plain = (np.arange(1 << 16, dtype=np.uint32) % 7) * 1000
     masked = rnd.masked_input(0, plain)
     assert masked is not None
-    assert chisquare(_byte_histogram(masked.vector)).pvalue > 1e-6
+    assert chisquare(_byte_histogram(masked.payload)).pvalue > 1e-6
     assert chisquare(_byte_histogram(plain)).pvalue < 1e-6  # the test can tell
 
 
@@ -280,8 +390,10 @@ def test_masked_values_are_uniform_in_a_small_ring() -> None:
     rnd = SecAggRound(clients, ring=ring, graph=Graph.full(clients), threshold=2)
     masked = rnd.masked_input(1, np.zeros(1 << 17, dtype=np.uint32))
     assert masked is not None
-    assert int(masked.vector.max()) < 1 << 12
-    counts = np.bincount(masked.vector, minlength=1 << 12)
+    assert masked.payload.nbytes == (1 << 17) * 12 // 8  # packed: 12 bits a value
+    values = ring.unpack(masked.payload, masked.dim)
+    counts = np.bincount(values, minlength=1 << 12)
+    assert counts.size == 1 << 12
     assert chisquare(counts).pvalue > 1e-6
 
 
@@ -305,7 +417,7 @@ def test_masked_inputs_of_different_lengths_are_rejected_before_summing() -> Non
     clients = list(range(3))
     rnd = SecAggRound(clients, ring=ring, graph=Graph.full(clients), threshold=2)
     sent = {c: rnd.masked_input(c, np.zeros(4 if c else 5, dtype=np.uint32)) for c in clients}
-    with pytest.raises(BadClientUpdate, match=r"client 1: masked input has shape \(4,\)"):
+    with pytest.raises(BadClientUpdate, match=r"client 1: masked input of 4 values"):
         rnd.server.sum_masked(sent)  # type: ignore[arg-type]
 
 

@@ -55,3 +55,26 @@ def test_check_rejects_wrong_shape_dtype_and_range() -> None:
         ring.check(np.zeros(1, dtype=np.uint64), 3, 1)
     with pytest.raises(BadClientUpdate, match="1024 outside"):
         ring.check(np.array([1024], dtype=np.uint32), 3, 1)
+
+
+def _reference_packing(values: list[int], bits: int) -> bytes:
+    """Little-endian bit stream of ``bits`` bits a value, written out bit by bit."""
+    stream = "".join(format(v, f"0{bits}b")[::-1] for v in values)
+    stream += "0" * (-len(stream) % 8)
+    return bytes(int(stream[i : i + 8][::-1], 2) for i in range(0, len(stream), 8))
+
+
+@settings(max_examples=80, deadline=None)
+@given(bits=st.integers(1, 64), dim=st.integers(0, 70), seed=st.integers(0, 2**32 - 1))
+def test_packing_is_the_bit_stream_and_round_trips(bits: int, dim: int, seed: int) -> None:
+    ring = Ring(bits)
+    values = np.random.default_rng(seed).integers(
+        0, ring.modulus, size=dim, dtype=np.uint64, endpoint=False
+    ).astype(ring.dtype)
+    wire = ring.pack(values)
+    assert wire.nbytes == ring.packed_nbytes(dim)
+    if not ring.wraps_natively:
+        assert wire.nbytes == -(-dim * bits // 8)  # b/8 bytes a value
+        assert wire.tobytes() == _reference_packing(values.tolist(), bits)
+    assert ring.unpack(wire, dim).tolist() == values.tolist()
+    assert ring.unpack(wire, dim).dtype == ring.dtype
