@@ -12,9 +12,10 @@ import pytest
 import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import chisquare
 
 from fedbench.defenses.dp import distributed as dd
-from fedbench.errors import ConfigError
+from fedbench.errors import AggregationError, ConfigError
 
 
 class FakeRing:
@@ -115,8 +116,7 @@ def test_discrete_gaussian_matches_its_pmf() -> None:
     assert observed.sum() == draws  # nothing beyond ±12 (P < 1e-7)
     keep = pmf * draws >= 5
     expected = pmf[keep] * draws
-    result = __import__("scipy.stats", fromlist=["chisquare"]).chisquare(
-        observed[keep], expected * observed[keep].sum() / expected.sum())
+    result = chisquare(observed[keep], expected * observed[keep].sum() / expected.sum())
     assert result.pvalue > 1e-4
 
 
@@ -126,6 +126,58 @@ def test_discrete_gaussian_variance(variance: int) -> None:
     assert samples.dtype == np.int64
     assert samples.var() / variance == pytest.approx(1.0, rel=0.04)  # ~0.8% standard error
     assert abs(samples.mean()) < 5 * math.sqrt(variance / 30_000)
+
+
+def discrete_gaussian_pmf(variance: float, support: np.ndarray) -> np.ndarray:
+    """The exact pmf ∝ exp(−x²/(2σ²)) on ``support`` (which holds all but < 1e-9 of the mass)."""
+    pmf = np.exp(-(support.astype(np.float64) ** 2) / (2 * variance))
+    return pmf / pmf.sum()
+
+
+@pytest.mark.parametrize("variance", [1, 4, 30, 1000])
+def test_vectorized_discrete_gaussian_matches_its_pmf(variance: int) -> None:
+    draws = 200_000
+    samples = dd.discrete_gaussian_array(draws, variance, np.random.default_rng(variance))
+    assert samples.dtype == np.int64 and samples.shape == (draws,)
+    reach = int(7 * math.sqrt(variance)) + 2
+    support = np.arange(-reach, reach + 1)
+    observed = np.bincount(samples + reach, minlength=support.size)
+    assert observed.size == support.size  # nothing beyond ±7σ
+    expected = discrete_gaussian_pmf(variance, support) * draws
+    # Pool the tails into their neighbours so every cell expects at least 5 draws.
+    keep = expected >= 5
+    pooled_obs = np.append(observed[keep], observed[~keep].sum())
+    pooled_exp = np.append(expected[keep], expected[~keep].sum())
+    assert chisquare(pooled_obs, pooled_exp * pooled_obs.sum() / pooled_exp.sum()).pvalue > 1e-4
+
+
+def test_chi_square_tells_a_wrong_sampler_apart() -> None:
+    # The rounded continuous Gaussian of the same variance is close but not the discrete
+    # Gaussian at σ² = 1; the goodness-of-fit test above must reject it.
+    rounded = np.rint(np.random.default_rng(0).normal(0, 1.0, 200_000)).astype(np.int64)
+    support = np.arange(-8, 9)
+    observed = np.bincount(rounded + 8, minlength=support.size)
+    expected = discrete_gaussian_pmf(1, support) * rounded.size
+    keep = expected >= 5
+    assert chisquare(observed[keep], expected[keep] * observed[keep].sum()
+                     / expected[keep].sum()).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("variance", [100, 10**6, 10**12])
+def test_vectorized_discrete_gaussian_variance(variance: int) -> None:
+    samples = dd.discrete_gaussian_array(300_000, variance, np.random.default_rng(1))
+    # Var of the discrete Gaussian is σ² up to e^(−2π²σ²) terms; standard error ≈ 0.26%.
+    assert samples.var() / variance == pytest.approx(1.0, rel=0.013)
+    assert abs(samples.mean()) < 5 * math.sqrt(variance / 300_000)
+
+
+def test_vectorized_discrete_gaussian_is_reproducible_from_its_seed() -> None:
+    first = dd.discrete_gaussian_array(1000, 50, np.random.default_rng(7))
+    assert np.array_equal(first, dd.discrete_gaussian_array(1000, 50, np.random.default_rng(7)))
+    assert not np.array_equal(first, dd.discrete_gaussian_array(1000, 50,
+                                                                np.random.default_rng(8)))
+    with pytest.raises(ValueError, match="positive integer"):
+        dd.discrete_gaussian_array(3, 0, np.random.default_rng(0))
 
 
 def test_discrete_laplace_scale() -> None:
@@ -244,6 +296,19 @@ def test_encoder_refuses_misuse() -> None:
     with pytest.raises(ValueError, match="rotation"):
         encoder.begin_round(np.ones(4))
     assert encoder.error_bound(3) is None
+
+
+def test_a_sum_beyond_the_headroom_is_refused() -> None:
+    kwargs = {"dim": 64, "clip_norm": 1.0, "noise_multiplier": 1.0, "expected_clients": 3.0,
+              "max_clients": 5, "bits": 32}
+    plan = dd.plan(scale=dd.plan(**kwargs).scale / 1000, **kwargs)  # headroom ≈ 2^31 / 1000
+    encoder, total = encode_round(plan, [np.zeros(64)] * 3, seed=0)
+    assert encoder.decode(total, 3).shape == (64,)
+    altered = total.copy()
+    # What flipping the top bit of a masked input does to the sum: it lands near ±2^31.
+    altered[5] = (int(altered[5]) + 2**31) % 2**32
+    with pytest.raises(AggregationError, match=r"1 coordinates beyond"):
+        encoder.decode(altered, 3)
 
 
 def test_to_signed() -> None:
