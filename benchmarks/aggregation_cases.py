@@ -32,7 +32,7 @@ from fedbench.defenses.he.ckks import PRESETS, CKKSKeys
 from fedbench.defenses.he.ckks_channel import CKKSChannel
 from fedbench.defenses.he.paillier import PaillierKeys
 from fedbench.defenses.he.paillier_channel import PaillierChannel
-from fedbench.defenses.secagg.encoding import FloatQuantizer
+from fedbench.defenses.secagg.encoding import FloatQuantizer, required_bits
 from fedbench.defenses.secagg.graph import Graph, choose_degree, full_threshold
 from fedbench.defenses.secagg.prg import MaskGenerator
 from fedbench.defenses.secagg.protocol import SecAggRound, Stage, UnmaskingResponse
@@ -119,9 +119,9 @@ class KeyRounds:
 _KEY_ROUNDS: dict[tuple[str, int, float], KeyRounds] = {}
 
 
-def key_rounds(mode: str, clients: int, dropout: float) -> KeyRounds:
+def key_rounds(mode: str, clients: int, dropout: float, bits: int = 32) -> KeyRounds:
     """The slow, dimension-free part of the set-up, cached for one configuration at a time."""
-    key = (mode, clients, dropout)
+    key = (mode, clients, dropout, bits)
     if key not in _KEY_ROUNDS:
         _KEY_ROUNDS.clear()
         members = list(range(clients))
@@ -135,7 +135,7 @@ def key_rounds(mode: str, clients: int, dropout: float) -> KeyRounds:
         rng = np.random.default_rng(clients)
         gone = rng.choice(clients, size=round(dropout * clients), replace=False)
         dropouts = {int(c): Stage.MASKED_INPUT for c in gone}
-        ring = FloatQuantizer(quant_bits=16, bits=32).ring
+        ring = FloatQuantizer(quant_bits=16, bits=bits).ring
         rnd = SecAggRound(members, ring=ring, graph=graph, threshold=threshold, dropouts=dropouts)
         survivors = frozenset(members) - set(dropouts)
         _KEY_ROUNDS[key] = KeyRounds(
@@ -144,10 +144,12 @@ def key_rounds(mode: str, clients: int, dropout: float) -> KeyRounds:
     return _KEY_ROUNDS[key]
 
 
-def secagg_case(mode: str, clients: int, dim: int, dropout: float) -> Case:
-    setup = key_rounds(mode, clients, dropout)
+def secagg_case(mode: str, clients: int, dim: int, dropout: float, bits: int = 32) -> Case:
+    """SecAgg(+) in the ring Z/2^bits (32: values travel as whole uint32 words; fewer: packed to
+    ``bits`` bits a value on the wire, unpacked by the server before summing)."""
+    setup = key_rounds(mode, clients, dropout, bits)
     rnd, survivors, responses = setup.round, setup.survivors, setup.responses
-    quantizer = FloatQuantizer(clip_range=(-1.0, 1.0), quant_bits=16, bits=32)
+    quantizer = FloatQuantizer(clip_range=(-1.0, 1.0), quant_bits=16, bits=bits)
     rng = np.random.default_rng(dim)
     update = client_update(dim, dim)
     encoded = quantizer.encode(update, rng)
@@ -157,7 +159,7 @@ def secagg_case(mode: str, clients: int, dim: int, dropout: float) -> Case:
     add, subtract = server.mask_seeds(survivors, responses)
     regenerated = total.copy()
     client = rnd.clients[min(survivors)]
-    client_masks = 1 + len(client._inbox)
+    client_masks = 1 + len(client.dealers)
     masks = MaskGenerator(rnd.setup.ring)
     masked_bytes = sent[min(survivors)].nbytes
     # rnd.upload holds the key rounds and the unmasking answers (the masked inputs above were
@@ -181,6 +183,7 @@ def secagg_case(mode: str, clients: int, dim: int, dropout: float) -> Case:
         setup={
             "degree": rnd.setup.graph.degree,
             "threshold": rnd.setup.threshold,
+            "ring_bits": bits,
             "dropped": len(setup.dropouts),
             "masks_per_client": client_masks,
             "masks_regenerated": len(add) + len(subtract),
@@ -415,6 +418,14 @@ CHANNELS: dict[str, Channel] = {
     "secagg+": Channel(
         lambda k, n, dim, drop: secagg_case("secagg+", n, dim, drop),
         _dims(10_000, 100_000, 1_000_000), (ENCODE, AGGREGATE, SERVER_DECODE), (0.0, 0.1),
+    ),
+    # The smallest ring whose sum of n 16-bit inputs cannot wrap (20 bits at n = 10, 23 at
+    # n = 100): uploads are packed to b/8 bytes a value, at the price of packing and unpacking.
+    "secagg-packed": Channel(
+        lambda k, n, dim, drop: secagg_case(
+            "secagg", n, dim, drop, bits=required_bits(n, (1 << 16) - 1)
+        ),
+        _dims(10_000, 100_000, 1_000_000), (ENCODE, AGGREGATE),
     ),
     "paillier-packed": Channel(
         lambda k, n, dim, drop: paillier_case(k, n, dim, per_value=False), HE_DIMS, HE_PHASES
