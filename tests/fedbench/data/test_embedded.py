@@ -47,3 +47,16 @@ def test_cut_patches_grid_and_background_filter() -> None:
 def test_patch_size_validated() -> None:
     with pytest.raises(ValueError, match="size must be at least 8"):
         DATASETS.create("image_patches", {"size": 4})
+
+
+def test_mnist5k_is_real_mnist_offline() -> None:
+    ds = DATASETS.create("mnist5k")
+    assert ds.input_shape == (1, 28, 28) and ds.kind == "image" and ds.num_classes == 10
+    assert ds.train.x.shape == (5000, 1, 28, 28)
+    x, y = ds.train.x.numpy(), ds.train.labels()
+    assert np.bincount(y).tolist() == [500] * 10  # labels 0..9, balanced
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    # Digits on a black background (MNIST's mean grey level is ~0.13), and the labels belong
+    # to the images: a "1" has about half the ink of a "0".
+    assert 0.1 < float(x.mean()) < 0.16
+    assert float(x[y == 1].mean()) < 0.6 * float(x[y == 0].mean())
