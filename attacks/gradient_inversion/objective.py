@@ -173,9 +173,9 @@ class MatchingObjective:
         distance: "euclidean" (DLG) or "cosine" (Inverting Gradients).
         tv_weight: Weight of the total-variation prior on the dummy images.
         steps: Simulate these local steps and match the update instead of one gradient.
-        relative: Divide the distance by the target's squared norm. The minimiser is the same;
-            it keeps optimisers with absolute stopping tolerances (L-BFGS) from stopping early
-            when the target gradient is small.
+        relative: Divide the distance by the target's squared norm. The minimiser is the same,
+            and an optimiser's trajectory no longer depends on the target's scale (a small
+            gradient, from a confidently classified example, is attacked like a large one).
     """
 
     def __init__(
