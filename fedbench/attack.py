@@ -15,8 +15,8 @@ Example:
     ...         return AttackResult(scores=np.zeros(len(knowledge.candidates)))
     ...     def score(self, result, truth):
     ...         return []
-    >>> Guess().choose_view({ViewKind.FINAL_MODEL, ViewKind.AGGREGATE})
-    <ViewKind.FINAL_MODEL: 'final_model'>
+    >>> Guess().usable_views({ViewKind.FINAL_MODEL, ViewKind.AGGREGATE})
+    (<ViewKind.FINAL_MODEL: 'final_model'>,)
 """
 
 from __future__ import annotations
@@ -128,17 +128,17 @@ class Attack(ABC):
     """Base class of attacks.
 
     Attributes:
-        views: The views this attack can use, strongest first (a class attribute, or set per
-            instance by attacks that wrap another).
+        views: The views this attack can use (a class attribute, or set per instance by
+            attacks that wrap another); the harness runs it on every one that is open.
         target: The round (and client) attacked.
     """
 
     views: tuple[ViewKind, ...] = ()
     target: AttackTarget = AttackTarget()
 
-    def choose_view(self, open_views: Collection[ViewKind]) -> ViewKind | None:
-        """The strongest of this attack's views that is open, or None."""
-        return next((v for v in self.views if v in open_views), None)
+    def usable_views(self, open_views: Collection[ViewKind]) -> tuple[ViewKind, ...]:
+        """This attack's views that are open, in its order (the harness runs it on each)."""
+        return tuple(v for v in self.views if v in open_views)
 
     @abstractmethod
     def run(self, view: View, knowledge: AttackerKnowledge) -> AttackResult:

@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from fedbench.metrics.base import Metric
 from fedbench.metrics.image import ImageMetric, mse, psnr, ssim
+from fedbench.metrics.intervals import bootstrap_mean
 
 LPIPS_SKIPPED = "skipped: LPIPS weights not available offline"
 
@@ -125,7 +126,8 @@ def score_reconstruction(
     note = f"{missing} true examples had no reconstruction" if missing else ""
     metrics = [
         mse.metric(_mean_over_pairs(mse, rec, ref, data_range), note=note),
-        psnr.metric(float(np.mean(per_image_psnr)), note=note),
+        psnr.metric(float(np.mean(per_image_psnr)), note=note,
+                    interval=bootstrap_mean(np.array(per_image_psnr))),
         Metric("psnr_max", float(np.max(per_image_psnr)), False, kind="privacy", unit="dB",
                note="best-recovered single example"),
     ]
@@ -142,7 +144,21 @@ def score_reconstruction(
         metrics.append(Metric("label_accuracy", label_accuracy(labels, truth_y), False,
                               kind="privacy", note="multiset overlap with the true labels"))
     metrics.append(Metric("images_matched", float(len(rows)), None, kind="info"))
+    metrics.append(failure_baseline(truth_x, data_kind))
     return metrics
+
+
+def failure_baseline(truth_x: torch.Tensor, data_kind: str) -> Metric:
+    """The PSNR a reconstruction that learnt nothing gets: a seeded uniform-random input
+    against each true example (the mean). A PSNR near it is a failed attack, not a number to
+    compare; figures draw it as the "attack fails" line."""
+    _, ref, data_range = _prepared(truth_x, truth_x, data_kind)
+    low = ref.amin() if data_kind != "image" else torch.zeros(())
+    noise = low + data_range * torch.rand(ref.shape, generator=torch.Generator().manual_seed(0),
+                                          dtype=ref.dtype)
+    values = [psnr(r, t, data_range=data_range) for r, t in zip(noise, ref, strict=True)]
+    return Metric("psnr_failure_baseline", float(np.mean(values)), None, kind="info",
+                  unit="dB", note="a uniform-random input against the true examples")
 
 
 def per_image_psnr(

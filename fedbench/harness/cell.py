@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
+from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
 from fedbench.data.membership import Canaries, membership_candidates
 from fedbench.data.tensors import TensorData
@@ -33,6 +34,7 @@ from fedbench.harness.schema import RoundRow
 from fedbench.harness.suite import Cell
 from fedbench.harness.writer import RecordWriter
 from fedbench.metrics.base import Metric
+from fedbench.metrics.intervals import bootstrap_median, wilson
 from fedbench.registry import ATTACKS
 from fedbench.seeding import Streams
 
@@ -41,24 +43,44 @@ FIGURES = "figures"
 
 @dataclass(frozen=True)
 class PlannedAttack:
-    """An attack of the cell and the view it will use (None: every view it needs is closed)."""
+    """One run of an attack of the cell: on one view (None: every view it needs is closed).
 
+    Attributes:
+        index: The attack's position in the experiment (its random stream).
+    """
+
+    index: int
     name: str
     attack: Attack
     view: ViewKind | None
 
 
 def plan_attacks(attacks: list[tuple[str, Attack]], threat: ThreatModel) -> list[PlannedAttack]:
-    """Each attack with the strongest of its views that the threat model leaves open."""
-    opened = threat.open_views()
-    return [PlannedAttack(name, a, a.choose_view(opened)) for name, a in attacks]
+    """Each attack on *every* one of its views the threat model leaves open: which view is the
+    strongest is measured (tables report the strongest result and name its view), not
+    declared."""
+    plans = []
+    for index, (name, attack) in enumerate(attacks):
+        views = attack.usable_views(threat.open_views()) or (None,)
+        plans += [PlannedAttack(index, name, attack, view) for view in views]
+    return plans
 
 
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def run_metrics(sim: SimulationResult) -> list[Metric]:
+def accuracy_metric(accuracy: float, *, test_size: int, fl: FLConfig) -> Metric:
+    """Test accuracy with its Wilson interval; not a number to compare after one FedSGD round
+    (one gradient step trains nothing: the value is chance by construction)."""
+    if fl.algorithm == "fedsgd" and fl.rounds == 1:
+        return Metric("accuracy", None, True, kind="utility",
+                      note=f"n/a: one FedSGD round trains nothing (measured {accuracy:.3f})")
+    interval = wilson(round(accuracy * test_size), test_size)
+    return Metric("accuracy", accuracy, True, kind="utility", interval=interval)
+
+
+def run_metrics(sim: SimulationResult, *, test_size: int, fl: FLConfig) -> list[Metric]:
     """Utility and cost of the run (accuracy, failures, bytes, aggregation time ratios)."""
     history = sim.history
     last_eval = next(r for r in reversed(history) if r.accuracy is not None)
@@ -74,7 +96,7 @@ def run_metrics(sim: SimulationResult) -> list[Metric]:
     per_client = _ratio(upload, uploaders)
     assert last_eval.accuracy is not None and last_eval.loss is not None
     return [
-        Metric("accuracy", last_eval.accuracy, True, kind="utility"),
+        accuracy_metric(last_eval.accuracy, test_size=test_size, fl=fl),
         Metric("test_loss", last_eval.loss, False, kind="utility"),
         Metric("rounds_failed", failed, False, kind="utility"),
         Metric("clients_dropped", sum(r.dropped for r in history), False, kind="utility"),
@@ -118,9 +140,11 @@ def aggregation_time_ratio(history: list[RoundSummary], why: str) -> Metric:
     ]
     aggregated = median(r.aggregate_seconds or 0.0 for r in timed) if timed else 0.0
     plain = median(r.plaintext_aggregate_seconds or 0.0 for r in timed) if timed else 0.0
+    per_round = [(r.aggregate_seconds or 0.0) / r.plaintext_aggregate_seconds for r in timed
+                 if r.plaintext_aggregate_seconds]
     return Metric(
         "aggregation_time_ratio", _ratio(aggregated, plain), False, kind="cost", unit="×",
-        timing=True,
+        timing=True, interval=bootstrap_median(np.array(per_round)),
         note=why or "median server aggregation time / median time of a plaintext sum of the "
                     "same updates, over the rounds",
     )
@@ -198,12 +222,12 @@ class CellRun:
             progress=self.progress,
         ).run()
         self.history = [round_row(r) for r in sim.history]
-        for metric in run_metrics(sim):
+        for metric in run_metrics(sim, test_size=len(data.test), fl=cfg.fl):
             self.writer.metric(metric, source="fl")
         for name, defense in self.defenses:
             self._defense_metrics(name, defense)
-        for index, plan in enumerate(plans):
-            self._attack(index, plan, threat, sim, data, streams, factory)
+        for plan in plans:
+            self._attack(plan, threat, sim, data, streams, factory)
 
     def _defense_metrics(self, name: str, defense: Defense) -> None:
         source = f"defense:{name}"
@@ -225,7 +249,6 @@ class CellRun:
 
     def _attack(
         self,
-        index: int,
         plan: PlannedAttack,
         threat: ThreatModel,
         sim: SimulationResult,
@@ -256,7 +279,7 @@ class CellRun:
             population=data.population,
             candidates=candidates,
             device=torch.device(self.cfg.device),
-            seed=streams.integer_seed("attack", index),
+            seed=streams.integer_seed("attack", plan.index),
             client_sizes=tuple(len(c) for c in data.clients),
         )
         truth = replace(truth, membership=membership, canaries=self.canaries is not None)
@@ -293,13 +316,16 @@ class CellRun:
         )
         if not self.figures:
             return
-        caption = f"{self.cell.experiment} · {self.cell.defense} · {self.writer.adversary}"
+        caption = (f"{self.cell.experiment} · {self.cell.defense} · {self.writer.adversary}"
+                   f" · {view.kind.value}")
         with tempfile.TemporaryDirectory() as tmp:
             made = plan.attack.figures(result, truth, Path(tmp), caption=caption)
             for path in made:
                 # Relative to the results folder, so a copied or moved folder keeps its links;
-                # returned as bytes, so a cell on a Ray worker loses none.
-                name = f"{FIGURES}/{figure_folder(self.cell)}/{path.name}"
+                # returned as bytes, so a cell on a Ray worker loses none. The view is in the
+                # name: one attack on two views draws two figures.
+                name = (f"{FIGURES}/{figure_folder(self.cell)}/"
+                        f"{path.stem}-{view.kind.value}{path.suffix}")
                 self.files[name] = Path(path).read_bytes()
                 self.writer.metric(Metric("figure", None, None), source=source,
                                    attack=plan.name, view=view.kind, path=name)

@@ -3,7 +3,13 @@
 Records are compared cell by cell (same cell id = same configuration and seed) and metric by
 metric; whether a change is worse comes from the metric's ``higher_is_better``, how much is
 tolerated from the suite's tolerances. Absolute wall-clock seconds are never compared (they
-depend on the machine); ratios measured within one run are. pytest-benchmark JSON files are
+depend on the machine); ratios measured within one run are.
+
+Noise decides before tolerances do: where the baseline value has a 95% interval (over examples,
+seeds or rounds), a change that stays inside it is "within noise" and one outside it counts,
+whatever the fixed tolerance. A wall-clock ratio must leave both its interval and its tolerance
+(the rounds of one run do not show how much a busier machine moves it). pytest-benchmark JSON
+files are
 compared on the ``extra_info`` entries each benchmark declares in ``extra_info["compare"]``
 (``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
 """
@@ -21,6 +27,7 @@ from fedbench.config import Tolerance, Tolerances
 from fedbench.errors import ResultsError
 from fedbench.harness.records import RecordSet
 from fedbench.harness.schema import MetricRecord
+from fedbench.metrics.intervals import Interval
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,9 @@ class Change:
     old: float | None
     new: float | None
     allowed: float
-    verdict: str  # "regression", "improvement", "unchanged", "within tolerance", "not comparable"
+    # "regression", "improvement", "unchanged", "within tolerance", "within noise",
+    # "not comparable"
+    verdict: str
     irreproducible: str | None = None  # why this cell's results vary between identical runs
 
 
@@ -73,20 +82,30 @@ class Comparison:
 
 
 def judge(
-    old: float | None, new: float | None, higher_is_better: bool | None, tolerance: Tolerance
+    old: float | None,
+    new: float | None,
+    higher_is_better: bool | None,
+    tolerance: Tolerance,
+    *,
+    noise: Interval | None = None,
+    timing: bool = False,
 ) -> tuple[str, float]:
-    """Verdict and allowed change for one metric."""
+    """Verdict and allowed change for one metric; ``noise`` is the baseline's 95% interval."""
     if old is None or new is None:
         return ("unchanged" if old is None and new is None else "not comparable"), 0.0
     allowed = max(tolerance.abs, tolerance.rel * abs(old))
     if higher_is_better is None or old == new:
         return "unchanged", allowed
     worse_by = (old - new) if higher_is_better else (new - old)
-    if worse_by > allowed:
-        return "regression", allowed
-    if worse_by < -allowed:
-        return "improvement", allowed
-    return "within tolerance", allowed
+    beyond_tolerance = abs(worse_by) > allowed
+    if noise is not None:
+        if noise.contains(new):
+            return "within noise", allowed
+        if timing and not beyond_tolerance:
+            return "within tolerance", allowed
+    elif not beyond_tolerance:
+        return "within tolerance", allowed
+    return ("regression" if worse_by > 0 else "improvement"), allowed
 
 
 def _comparable(row: MetricRecord) -> bool:
@@ -94,8 +113,16 @@ def _comparable(row: MetricRecord) -> bool:
     return not (row.timing and row.unit == "s") and row.metric != "figure"
 
 
-def _index(records: RecordSet) -> dict[tuple[str, str, str], MetricRecord]:
-    return {(r.cell, r.source, r.metric): r for r in records.metrics if _comparable(r)}
+def _index(records: RecordSet) -> dict[tuple[str, str, str, str], MetricRecord]:
+    # The view is part of the key: one attack runs on every open view, one row each.
+    return {(r.cell, r.source, r.view.value if r.view else "", r.metric): r
+            for r in records.metrics if _comparable(r)}
+
+
+def _noise(row: MetricRecord) -> Interval | None:
+    return None if row.interval is None else Interval(
+        row.interval.low, row.interval.high, row.interval.method
+    )
 
 
 def _label(row: MetricRecord) -> str:
@@ -115,18 +142,20 @@ def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> C
         if key[0] not in new.cells:
             continue
         after = new_rows.get(key)
-        where = f"{_label(before)} {key[1]}".strip()
+        where = f"{_label(before)} {key[1]}" + (f" @ {key[2]}" if key[2] else "")
+        metric = key[3]
         if after is None:
-            result.changes.append(Change(where, key[2], before.value, None, 0.0,
+            result.changes.append(Change(where, metric, before.value, None, 0.0,
                                          "not comparable"))
             if before.status == "ok":
-                result.missing_in_new.append(f"{where}: {key[2]}")
+                result.missing_in_new.append(f"{where}: {metric}")
             continue
-        tolerance = tolerances.for_metric(key[2], before.kind)
-        verdict, allowed = judge(before.value, after.value, before.higher_is_better, tolerance)
+        tolerance = tolerances.for_metric(metric, before.kind)
+        verdict, allowed = judge(before.value, after.value, before.higher_is_better, tolerance,
+                                 noise=_noise(before), timing=before.timing)
         irreproducible = before.irreproducible or after.irreproducible
         result.changes.append(Change(
-            where, key[2], before.value, after.value, allowed, verdict, irreproducible,
+            where, metric, before.value, after.value, allowed, verdict, irreproducible,
         ))
     return result
 

@@ -34,6 +34,14 @@ def _label(key: tuple[str, str, str]) -> str:
     return f"{defense}" + (f" [{sweep}]" if sweep else "")
 
 
+def _psnr_baseline(frame: pd.DataFrame, experiment: str | None) -> float | None:
+    """The mean PSNR of a reconstruction that learnt nothing (a random image), if recorded."""
+    rows = frame[(frame["metric"] == "psnr_failure_baseline") & frame["value"].notna()]
+    if experiment is not None:
+        rows = rows[rows["experiment"] == experiment]
+    return None if rows.empty else float(rows["value"].mean())
+
+
 def _adversaries(records: RecordSet) -> str:
     return ", ".join(sorted({c.adversary for c in records.cells.values()})) or "none"
 
@@ -148,6 +156,10 @@ def attack_success(records: RecordSet, path: Path) -> Path | None:
             ax.axvline(0.5, color="black", lw=0.8, ls="--", label="attack fails (AUC 0.5)")
             ax.set_xlim(0.45, max(0.75, float(values.max()) + 0.02))
             ax.legend(fontsize=7, loc="lower right")
+        elif (floor := _psnr_baseline(frame, experiment)) is not None:
+            ax.axvline(floor, color="black", lw=0.8, ls="--",
+                       label=f"attack fails (random image, {floor:.1f} dB)")
+            ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("Strongest attack per defense\n(lower is better for the defense; "
                  f"adversary: {_adversaries(records)})")
     return _save(fig, path)
@@ -167,6 +179,11 @@ def inversion_vs_clients(records: RecordSet, path: Path, sweep_key: str) -> Path
     fig, ax = plt.subplots(figsize=(5.5, 4))
     sns.lineplot(data=worst, x="clients", y="value", hue="defense", style="experiment",
                  marker="o", ax=ax, errorbar="sd")
+    floor = _psnr_baseline(frame, None)
+    if floor is not None:
+        ax.axhline(floor, color="black", lw=0.8, ls="--",
+                   label=f"attack fails (random image, {floor:.1f} dB)")
+        ax.legend(fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("clients aggregated per round")
     ax.set_ylabel("strongest inversion PSNR (dB)")

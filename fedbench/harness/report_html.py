@@ -37,7 +37,8 @@ def _main_table_html(table: MainTable) -> Markup:
                 for key in table.text.index]
 
     styler = shown.style.hide(axis="index").format(escape="html").set_uuid("main")
-    styler = styler.apply(bold, axis=0, subset=[c for c in shown.columns if c in table.best])
+    styler = styler.apply(bold, axis=0, subset=[c for c in shown.columns
+                                                     if c in {h for _, h in table.bold}])
     # Styler names the table T_<uuid>: "T_main" is the id the page and its tests use.
     return Markup(styler.to_html(table_attributes='class="sortable"'))
 

@@ -1,24 +1,39 @@
 """Paper-style tables derived from records only (so they can be rebuilt at any time).
 
 The main table has one row per defense configuration (experiment × defense stack × sweep point)
-and column groups for utility, privacy and cost; values are mean ± std over seeds and the best
-value of each column is bold, "best" read from the metrics' ``higher_is_better``. When several
-attacks report the same metric (e.g. the AUC of five membership attacks), a row shows the
-strongest attack's value, the defender's worst case, and names it.
+and column groups for utility, privacy and cost. When several attacks (or one attack on
+several views) report the same metric, a row shows the strongest measured value, the
+defender's worst case, and names the attack and view.
+
+Every value carries its uncertainty: mean ± std over seeds where a row has several (its 95%
+interval is the t interval of the mean), otherwise the value and its 95% interval over examples
+as recorded (bootstrap or Wilson). What the numbers may claim:
+
+- An attack no better than its failure baseline prints as such, not as a number to rank: a
+  reconstruction within 3 dB of a random image's PSNR is "failed", a membership AUC whose
+  interval holds 0.5 is "chance".
+- Bold marks the one row of an experiment that is better than every other row beyond noise
+  (its interval disjoint from theirs), and only among comparable values: ε of the user and of
+  the example level are separate columns; a column where some row already made the attack fail
+  has no numeric winner; a row without an interval is never bold, except in exact columns
+  (accountant ε, bytes).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fedbench.harness.records import RecordSet
+from fedbench.metrics.intervals import Interval, mean_interval
 
 ROW_KEYS = ["experiment", "defense", "sweep"]
+#: A reconstruction this close to a random image's PSNR (dB) recovered nothing.
+FAILED_PSNR_MARGIN = 3.0
+#: A membership AUC whose interval holds this is no better than guessing.
+CHANCE_AUC = 0.5
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,9 @@ class Column:
         metric: Metric name in the records.
         source: "fl", "defense" or "attack" (any component of that family).
         digits: Decimals shown.
-        detail: Also show which attack (or view) produced the worst-case value.
+        detail: Record fields named beside the worst-case value (which attack, which view).
+        level: Only ε rows of this privacy level (``user`` or ``example``).
+        exact: The value is computed, not measured on samples (no noise to exceed).
     """
 
     header: str
@@ -39,20 +56,23 @@ class Column:
     metric: str
     source: str
     digits: int = 3
-    detail: str | None = None
+    detail: tuple[str, ...] = ()
+    level: str | None = None
+    exact: bool = False
 
 
 MAIN_COLUMNS = (
     Column("accuracy", "utility", "accuracy", "fl"),
-    Column("ε", "privacy", "epsilon", "defense", 2, detail="level"),
+    Column("ε (user)", "privacy", "epsilon", "defense", 2, level="user", exact=True),
+    Column("ε (example)", "privacy", "epsilon", "defense", 2, level="example", exact=True),
     Column("audited ε̂", "privacy", "epsilon_lower_bound", "attack", 2),
-    Column("GI PSNR (dB)", "privacy", "psnr", "attack", 1, detail="view"),
+    Column("GI PSNR (dB)", "privacy", "psnr", "attack", 1, detail=("attack", "view")),
     Column("GI SSIM", "privacy", "ssim", "attack"),
     Column("GI label acc.", "privacy", "label_accuracy", "attack", 2),
-    Column("MIA AUC", "privacy", "mia_auc", "attack", detail="attack"),
+    Column("MIA AUC", "privacy", "mia_auc", "attack", detail=("attack", "view")),
     Column("MIA TPR@0.1%FPR", "privacy", "mia_tpr_at_0_1pct_fpr", "attack"),
     Column("agg. time ×plain", "cost", "aggregation_time_ratio", "fl", 1),
-    Column("upload B/param", "cost", "upload_bytes_per_param", "fl", 2),
+    Column("upload B/param", "cost", "upload_bytes_per_param", "fl", 2, exact=True),
 )
 
 
@@ -78,21 +98,94 @@ def metric_frame(records: RecordSet) -> pd.DataFrame:
     return frame
 
 
-def _worst_case(rows: pd.DataFrame) -> pd.Series:
-    """Per seed, the value worst for the defender among several attacks/defenses."""
+def _worst_case(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, the row worst for the defender among several attacks, views or defenses."""
     higher_better = rows["higher_is_better"].iloc[0]
     ordered = rows.sort_values("value", ascending=bool(higher_better) if higher_better is not None
                                else False, kind="stable")
     return ordered.groupby("seed", sort=False).head(1)
 
 
+@dataclass(frozen=True)
+class Summary:
+    """One table cell.
+
+    Attributes:
+        mean: The worst-case value (mean over seeds).
+        interval: Its 95% interval (None: unknown).
+        text: What the table prints.
+        verdict: "failed" or "chance" when the attack did no better than its failure baseline.
+    """
+
+    mean: float
+    interval: Interval | None
+    text: str
+    verdict: str = ""
+
+
+def _recorded_interval(row: pd.Series) -> Interval | None:
+    value = row.get("interval")
+    return Interval(**value) if isinstance(value, dict) else None
+
+
+def _verdict(metric: str, mean: float, interval: Interval | None, baseline: float | None) -> str:
+    if metric == "psnr" and baseline is not None and mean <= baseline + FAILED_PSNR_MARGIN:
+        return "failed"
+    if metric == "mia_auc" and interval is not None and interval.contains(CHANCE_AUC):
+        return "chance"
+    return ""
+
+
+def summarise(chosen: pd.DataFrame, column: Column, baseline: float | None = None) -> Summary:
+    """The table cell of one row: worst-case values per seed → mean, uncertainty, verdict."""
+    values = chosen["value"].astype(float).to_numpy()
+    mean = float(values.mean())
+    shown = _number(mean, column.digits)
+    if len(values) > 1:
+        interval = mean_interval(values)
+        shown += f" ± {_number(float(values.std(ddof=1)), column.digits)}"
+    else:
+        interval = _recorded_interval(chosen.iloc[0])
+        if interval is not None:
+            low, high = (_number(v, column.digits) for v in (interval.low, interval.high))
+            shown += f" [{low}, {high}]"
+    if interval is None and column.exact:
+        interval = Interval(mean, mean, "exact")
+    verdict = _verdict(column.metric, mean, interval, baseline)
+    if verdict:
+        shown = f"{verdict} ({shown})"
+    details = [", ".join(sorted({str(d) for d in chosen[f].dropna()})) for f in column.detail
+               if f in chosen]
+    if any(details):
+        shown += f" ({' @ '.join(d for d in details if d)})"
+    return Summary(mean, interval, shown, verdict)
+
+
+def _psnr_baselines(frame: pd.DataFrame) -> dict[tuple, float]:
+    """Row key -> the mean PSNR of a random image against its attacked examples."""
+    rows = frame[(frame["metric"] == "psnr_failure_baseline") & frame["value"].notna()]
+    return {tuple(k): float(g["value"].mean()) for k, g in rows.groupby(ROW_KEYS, sort=False)}
+
+
+def _bold_row(summaries: dict[tuple, Summary], higher_is_better: bool) -> tuple | None:
+    """The one row better than every other beyond noise, or None (see the module docstring)."""
+    if len(summaries) < 2 or any(s.verdict or s.interval is None for s in summaries.values()):
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    ranked = sorted(summaries, key=lambda k: sign * summaries[k].mean, reverse=True)
+    best = summaries[ranked[0]]
+    assert best.interval is not None
+    others = [summaries[k].interval for k in ranked[1:]]
+    return ranked[0] if not any(best.interval.overlaps(o) for o in others if o) else None
+
+
 @dataclass
 class MainTable:
     """Formatted table plus what tables need for styling."""
 
-    text: pd.DataFrame          # formatted strings (mean ± std), index = row keys
-    means: pd.DataFrame         # numeric means for bolding
-    best: dict[str, Any]        # column -> best mean (or None)
+    text: pd.DataFrame          # formatted strings, index = row keys
+    means: pd.DataFrame         # numeric worst-case means
+    bold: set[tuple[tuple, str]]  # (row key, header) of values better beyond noise
     insecure: dict[tuple[str, ...], str]
     columns: list[Column]
 
@@ -115,52 +208,57 @@ def _row_keys(frame: pd.DataFrame, order: list[tuple[str, str, str]] | None) -> 
     return keys
 
 
-def _cell_text(chosen: pd.DataFrame, column: Column) -> tuple[str, float]:
-    """The shown text (mean ± std over seeds, the detail) and the mean of one table cell."""
-    values = chosen["value"].astype(float).to_numpy()
-    mean = float(values.mean())
-    shown = _number(mean, column.digits)
-    if len(values) > 1:
-        shown += f" ± {_number(float(values.std(ddof=1)), column.digits)}"
-    if column.detail:
-        details = sorted({str(d) for d in chosen[column.detail].dropna()})
-        if details:
-            shown += f" ({', '.join(details)})"
-    return shown, mean
-
-
 @dataclass(frozen=True)
 class _ColumnValues:
     text: dict[tuple, str]
     means: dict[tuple, float]
-    best: float | None
+    bold: set[tuple]
+
+
+def _column_rows(frame: pd.DataFrame, column: Column) -> pd.DataFrame:
+    ok = frame[frame["status"] == "ok"]
+    rows = ok[(ok["metric"] == column.metric) & (ok["family"] == column.source)]
+    if column.level is not None:
+        rows = rows[rows.get("level", pd.Series(index=rows.index, dtype=object)) == column.level]
+    return rows
+
+
+def _placeholders(frame: pd.DataFrame, rows: pd.DataFrame, column: Column) -> dict[tuple, str]:
+    """Text of rows without a value: "n/a" where the attack's views were closed, or where the
+    metric means nothing for the experiment (its note says why), else "–" (not run)."""
+    producers = set(rows["attack"].dropna()) if column.source == "attack" else set()
+    na = frame[(frame["status"] == "not_applicable") & frame["attack"].isin(producers)]
+    shown = {tuple(k): "n/a" for k in na[ROW_KEYS].itertuples(index=False)}
+    meaningless = rows[rows["value"].isna() & rows["note"].astype(str).str.startswith("n/a")]
+    shown.update({tuple(k): "n/a" for k in meaningless[ROW_KEYS].itertuples(index=False)})
+    return shown
 
 
 def _column_values(
     frame: pd.DataFrame, column: Column, keys: list[tuple]
 ) -> _ColumnValues | None:
-    """One column's cells (None when no row has a value): the strongest attack's value per row,
-    "n/a" where the attack's views were closed, "–" where it did not run."""
-    ok = frame[frame["status"] == "ok"]
-    rows = ok[(ok["metric"] == column.metric) & (ok["family"] == column.source)]
-    rows = rows[rows["value"].notna()]
-    if rows.empty:
+    """One column's cells (None when no row has a value)."""
+    rows = _column_rows(frame, column)
+    valued = rows[rows["value"].notna()]
+    if valued.empty:
         return None
-    # Rows where an attack that reports this metric elsewhere could not be applied.
-    producers = set(rows["attack"].dropna()) if column.source == "attack" else set()
-    na = frame[(frame["status"] == "not_applicable") & frame["attack"].isin(producers)]
-    not_applicable = {tuple(k) for k in na[ROW_KEYS].itertuples(index=False)}
-    text, means = {}, {}
-    for key, group in rows.groupby(ROW_KEYS, sort=False):
-        text[tuple(key)], means[tuple(key)] = _cell_text(_worst_case(group), column)
+    baselines = _psnr_baselines(frame) if column.metric == "psnr" else {}
+    summaries = {
+        tuple(key): summarise(_worst_case(group), column, baselines.get(tuple(key)))
+        for key, group in valued.groupby(ROW_KEYS, sort=False)
+    }
+    text = {key: s.text for key, s in summaries.items()}
+    placeholders = _placeholders(frame, rows, column)
     for key in keys:
-        text.setdefault(key, "n/a" if key in not_applicable else "–")
-    direction = rows["higher_is_better"].iloc[0]
-    best = None
-    if direction is not None and len(means) > 1:
-        values = np.array(list(means.values()))
-        best = float(values.max() if direction else values.min())
-    return _ColumnValues(text, means, best)
+        text.setdefault(key, placeholders.get(key, "–"))
+    direction = valued["higher_is_better"].iloc[0]
+    bold: set[tuple] = set()
+    if direction is not None:
+        for experiment in dict.fromkeys(key[0] for key in summaries):
+            group = {k: s for k, s in summaries.items() if k[0] == experiment}
+            winner = _bold_row(group, bool(direction))
+            bold |= {winner} if winner is not None else set()
+    return _ColumnValues(text, {k: s.mean for k, s in summaries.items()}, bold)
 
 
 def main_table(
@@ -179,11 +277,11 @@ def main_table(
     frame = metric_frame(records)
     if frame.empty:
         empty = pd.DataFrame()
-        return MainTable(empty, empty, {}, {}, [])
+        return MainTable(empty, empty, set(), {}, [])
     keys = _row_keys(frame, order)
     text = pd.DataFrame(index=pd.MultiIndex.from_tuples(keys, names=ROW_KEYS))
     means = pd.DataFrame(index=text.index)
-    best: dict[str, Any] = {}
+    bold: set[tuple[tuple, str]] = set()
     used = []
     for column in columns:
         values = _column_values(frame, column, keys)
@@ -192,9 +290,8 @@ def main_table(
         used.append(column)
         text[column.header] = pd.Series(values.text)
         means[column.header] = pd.Series(values.means)
-        if values.best is not None:
-            best[column.header] = values.best
-    return MainTable(text, means, best, _insecure_rows(frame), used)
+        bold |= {(key, column.header) for key in values.bold}
+    return MainTable(text, means, bold, _insecure_rows(frame), used)
 
 
 def display_frame(table: MainTable) -> pd.DataFrame:
@@ -213,10 +310,8 @@ def display_frame(table: MainTable) -> pd.DataFrame:
 
 
 def is_best(table: MainTable, key: tuple[str, ...], header: str) -> bool:
-    if header not in table.best:
-        return False
-    value = table.means.at[key, header] if key in table.means.index else math.nan
-    return bool(np.isclose(value, table.best[header]))
+    """Whether the value is bold: better than every comparable row beyond noise."""
+    return (key, header) in table.bold
 
 
 def footnotes(table: MainTable) -> list[str]:
@@ -231,7 +326,7 @@ def _footnote(table: MainTable) -> str:
 
 
 def to_markdown(table: MainTable) -> str:
-    """GitHub-flavoured Markdown with the best value per column in bold."""
+    """GitHub-flavoured Markdown, values better beyond noise in bold."""
     shown = display_frame(table)
     if shown.empty:
         return "(no complete records)"
@@ -240,8 +335,7 @@ def to_markdown(table: MainTable) -> str:
     for (key, row) in zip(table.text.index, shown.itertuples(index=False), strict=True):
         cells = []
         for header, value in zip(headers, row, strict=True):
-            bold = header in table.best and is_best(table, key, header)
-            cells.append(f"**{value}**" if bold else str(value))
+            cells.append(f"**{value}**" if is_best(table, key, header) else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" + _footnote(table)
 

@@ -66,6 +66,10 @@ class RecordWriter:
             unit=metric.unit,
             note=metric.note,
             timing=metric.timing,
+            interval=None if metric.interval is None else {
+                "low": metric.interval.low, "high": metric.interval.high,
+                "method": metric.interval.method,
+            },
             status=status,
             path=path,
             **terms,

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from fedbench.metrics.intervals import Interval
+
 MetricKind = Literal["utility", "privacy", "cost", "info"]
 
 
@@ -25,6 +27,7 @@ class Metric:
         note: Why the value is missing, or a caveat (e.g. "insecure parameters").
         timing: Whether the value comes from a wall-clock measurement (so it varies between
             otherwise identical runs and is compared only as a ratio within one run).
+        interval: Its 95% interval, for a value measured on finitely many examples.
     """
 
     name: str
@@ -34,6 +37,7 @@ class Metric:
     unit: str = ""
     note: str = ""
     timing: bool = False
+    interval: Interval | None = None
 
     def __post_init__(self) -> None:
         if self.value is not None and not isinstance(self.value, (int, float)):

@@ -24,6 +24,7 @@ import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from fedbench.metrics.base import Metric
+from fedbench.metrics.intervals import Interval
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -89,11 +90,12 @@ class ImageMetric:
         rec, ref = _pair(reconstruction, truth)
         return self.compute(rec, ref, data_range)
 
-    def metric(self, value: float | None, *, note: str = "") -> Metric:
+    def metric(
+        self, value: float | None, *, note: str = "", interval: Interval | None = None
+    ) -> Metric:
         """Wrap a value as a privacy :class:`Metric` with this measure's direction."""
-        return Metric(
-            self.name, value, self.higher_is_better, kind="privacy", unit=self.unit, note=note
-        )
+        return Metric(self.name, value, self.higher_is_better, kind="privacy", unit=self.unit,
+                      note=note, interval=interval)
 
 
 #: Mean squared error (scikit-image); higher is better for the defense.

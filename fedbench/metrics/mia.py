@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fedbench.metrics.base import Metric
+from fedbench.metrics.intervals import rank_auc, rank_tpr_at_fpr, stratified_bootstrap
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,13 @@ def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, fpr_target: float) ->
 
 def membership_metrics(scores: np.ndarray, membership: np.ndarray) -> list[Metric]:
     """The standard set: AUC, advantage, balanced accuracy, TPR at 0.1% and 1% FPR (attack
-    success, so lower is better for the defended system)."""
-    negatives = int((np.asarray(membership) == 0).sum())
+    success, so lower is better for the defended system); AUC and the TPRs with their 95%
+    stratified-bootstrap intervals over the candidates."""
+    s, m = _check(scores, membership)
+    negatives = int((m == 0).sum())
     metrics = [
-        Metric("mia_auc", auc(scores, membership), higher_is_better=False, kind="privacy"),
+        Metric("mia_auc", auc(scores, membership), higher_is_better=False, kind="privacy",
+               interval=stratified_bootstrap(rank_auc, s, m)),
         Metric("mia_advantage", advantage(scores, membership), higher_is_better=False,
                kind="privacy"),
         Metric("mia_balanced_accuracy", balanced_accuracy(scores, membership),
@@ -110,7 +115,11 @@ def membership_metrics(scores: np.ndarray, membership: np.ndarray) -> list[Metri
             else f"not measurable: FPR {label} < 1/{negatives} non-members"
         )
         name = f"mia_tpr_at_{label.replace('%', 'pct').replace('.', '_')}_fpr"
-        metrics.append(Metric(name, value, higher_is_better=False, kind="privacy", note=note))
+        interval = None if value is None else stratified_bootstrap(
+            functools.partial(rank_tpr_at_fpr, fpr_target=target), s, m
+        )
+        metrics.append(Metric(name, value, higher_is_better=False, kind="privacy", note=note,
+                              interval=interval))
     return metrics
 
 

@@ -62,7 +62,7 @@ def test_quick_suite_end_to_end(tmp_path: Path, capsys) -> None:
         "figures/attack_success.png",
     ):
         assert (folder / name).exists(), name
-    assert "reconstruction.png" in report and "roc_" in report  # per-cell figures linked
+    assert "reconstruction-" in report and "roc_" in report  # per-cell figures linked
 
     # A second run skips every finished cell; report rebuilds the same table from records;
     # compare of a run with itself finds nothing.

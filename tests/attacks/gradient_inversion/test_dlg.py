@@ -38,7 +38,7 @@ def test_dlg_reconstructs_one_image(tmp_path) -> None:
     assert metrics["label_accuracy"].value == 1.0  # labels optimised jointly
     assert metrics["psnr"].view == "client_update"
     assert metrics["lpips"].value is None and "skipped" in metrics["lpips"].note
-    assert list(tmp_path.glob("*/dlg_reconstruction.png"))
+    assert list(tmp_path.glob("figures/*/dlg_reconstruction-client_update.png"))
 
 
 def test_pruning_90_percent_stops_dlg() -> None:

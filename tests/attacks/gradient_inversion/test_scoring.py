@@ -87,3 +87,30 @@ def test_a_diverged_reconstruction_is_scored_not_crashed() -> None:
     zeros = by_name(score_reconstruction(torch.zeros_like(truth), None, truth,
                                          torch.tensor([0, 1]), data_kind="image"))
     assert scores["psnr"].value == pytest.approx(zeros["psnr"].value)
+
+
+def test_the_failure_baseline_is_the_psnr_of_a_random_image() -> None:
+    import math
+
+    from fedbench.attacks.gradient_inversion.scoring import failure_baseline
+
+    # Against a mid-grey image, U(0, 1) noise has MSE E[(u - 1/2)²] = 1/12: 10·log10(12) dB.
+    grey = torch.full((6, 3, 32, 32), 0.5)
+    baseline = failure_baseline(grey, "image")
+    assert baseline.value == pytest.approx(10 * math.log10(12), abs=0.05)
+    # Against black, E[u²] = 1/3: 4.77 dB. The measure is no privacy number (no direction).
+    assert failure_baseline(torch.zeros(4, 3, 32, 32), "image").value == pytest.approx(
+        10 * math.log10(3), abs=0.15)
+    assert baseline.higher_is_better is None
+
+
+def test_psnr_carries_a_bootstrap_interval_over_the_images() -> None:
+    truth = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    noisy = (truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1)))
+    scores = by_name(score_reconstruction(noisy, None, truth, torch.zeros(8), data_kind="image"))
+    interval = scores["psnr"].interval
+    assert interval is not None and interval.method == "bootstrap over 8 items"
+    assert interval.low < scores["psnr"].value < interval.high
+    one = by_name(score_reconstruction(noisy[:1], None, truth[:1], torch.zeros(1),
+                                       data_kind="image"))
+    assert one["psnr"].interval is None  # one image: no spread to measure

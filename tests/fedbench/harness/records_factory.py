@@ -15,6 +15,7 @@ from fedbench.harness.records import RecordSet, Row, append_records, read_record
 from fedbench.harness.suite import Cell
 from fedbench.harness.writer import RecordWriter
 from fedbench.metrics.base import Metric, MetricKind
+from fedbench.metrics.intervals import Interval
 from fedbench.registry import DEFENSES
 
 
@@ -63,10 +64,12 @@ class CellRecords:
         timing: bool = False,
         privacy: PrivacyReport | None = None,
         path: str | None = None,
+        interval: tuple[float, float] | None = None,
     ) -> CellRecords:
         self.writer.metric(
             Metric(name, value, higher_is_better, kind=kind, unit=unit, note=note,
-                   timing=timing),
+                   timing=timing,
+                   interval=None if interval is None else Interval(*interval, "test")),
             source=source, attack=attack, view=view, status=status,  # type: ignore[arg-type]
             privacy=privacy, path=path,
         )

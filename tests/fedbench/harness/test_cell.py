@@ -154,3 +154,23 @@ def test_costs_are_not_measurable_when_no_round_completes() -> None:
     for name in ("upload_bytes_per_param", "aggregation_time_ratio"):
         assert metrics[name].value is None
         assert metrics[name].note == "not measurable: no round completed"
+
+
+def test_utility_and_cost_carry_their_intervals() -> None:
+    rows = run_cell(_cell(defenses=["secagg"]))
+    metrics = {r.metric: r for r in rows if isinstance(r, MetricRecord)}
+    accuracy = metrics["accuracy"]
+    assert accuracy.interval is not None and accuracy.interval.method == "Wilson, n=359"  # 20%
+    assert accuracy.interval.low < accuracy.value < accuracy.interval.high
+    ratio = metrics["aggregation_time_ratio"]
+    assert ratio.interval is not None and "over 3 rounds" in ratio.interval.method
+    assert ratio.interval.low <= ratio.value <= ratio.interval.high
+    auc = metrics["mia_auc"]
+    assert auc.interval is not None and auc.interval.low <= auc.value <= auc.interval.high
+
+
+def test_accuracy_after_one_fedsgd_round_is_not_a_number_to_compare() -> None:
+    fl = {"algorithm": "fedsgd", "rounds": 1, "num_clients": 4}
+    rows = run_cell(_cell(fl=fl, attacks=[]))
+    accuracy = next(r for r in rows if isinstance(r, MetricRecord) and r.metric == "accuracy")
+    assert accuracy.value is None and accuracy.note.startswith("n/a: one FedSGD round")

@@ -10,8 +10,10 @@ from records_factory import CellRecords, make_cell, read_back
 
 from fedbench.cli import main
 from fedbench.config import Tolerance, Tolerances
+from fedbench.fl.views import ViewKind
 from fedbench.harness.compare import compare_benchmarks, compare_records, judge
 from fedbench.harness.records import RecordSet, Row, append_records
+from fedbench.metrics.intervals import Interval
 
 CELLS = {"plain": make_cell("none"), "secagg": make_cell("secagg")}
 
@@ -127,6 +129,43 @@ def test_missing_cells_are_listed_not_compared() -> None:
 )
 def test_judge(old, new, hib, tol, verdict) -> None:
     assert judge(old, new, hib, tol)[0] == verdict
+
+
+NOISE = Interval(0.55, 0.65, "test")
+
+
+@pytest.mark.parametrize(
+    "new, timing, verdict",
+    [
+        (0.64, False, "within noise"),    # beyond the 0.02 tolerance, inside the interval
+        (0.66, False, "regression"),      # outside the interval, whatever the tolerance
+        (0.54, False, "improvement"),
+        (0.655, True, "within tolerance"),  # a timing must leave its tolerance too
+        (0.70, True, "regression"),
+    ],
+)
+def test_noise_decides_before_tolerance(new: float, timing: bool, verdict: str) -> None:
+    # MIA AUC 0.60 [0.55, 0.65]: lower is better for the defense.
+    tolerance = Tolerance(abs=0.02) if not timing else Tolerance(rel=0.1)
+    assert judge(0.60, new, False, tolerance, noise=NOISE, timing=timing)[0] == verdict
+
+
+def _auc_run(value: float, view: ViewKind) -> list:
+    cell = CellRecords(make_cell("secagg"))
+    cell.metric("mia_auc", 0.5, False, source="attack:update_mia", kind="privacy",
+                attack="update_mia", view=ViewKind.AGGREGATE)
+    cell.metric("mia_auc", value, False, source="attack:update_mia", kind="privacy",
+                attack="update_mia", view=view, interval=(value - 0.01, value + 0.01))
+    return cell.rows()
+
+
+def test_one_attack_on_two_views_is_compared_view_by_view() -> None:
+    old = _records(_auc_run(0.60, ViewKind.MODEL_SEQUENCE))
+    new = _records(_auc_run(0.70, ViewKind.MODEL_SEQUENCE))
+    result = compare_records(old, new, Tolerances())
+    [worse] = result.regressions
+    assert worse.where.endswith("@ model_sequence") and (worse.old, worse.new) == (0.60, 0.70)
+    assert sum(c.metric == "mia_auc" for c in result.changes) == 2
 
 
 def test_benchmark_json_ratios(tmp_path: Path) -> None:

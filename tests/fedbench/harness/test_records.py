@@ -75,12 +75,13 @@ def test_a_row_that_breaks_the_schema_is_named_and_skipped(tmp_path: Path) -> No
     ]
 
 
-def test_cell_written_twice_counts_once(tmp_path: Path) -> None:
+def test_cell_written_twice_counts_once_the_latest_run(tmp_path: Path) -> None:
+    # A rerun of a complete cell (e.g. ``--resume-any`` off after a code change) replaces it.
     path = tmp_path / "records.jsonl"
     append_records(path, _cell_rows("a", 0.5))
     append_records(path, _cell_rows("a", 0.6))
     records = read_records(path)
-    assert [m.value for m in records.metrics] == [0.5]
+    assert [m.value for m in records.metrics] == [0.6]
 
 
 def test_failed_cell_then_success(tmp_path: Path) -> None:
