@@ -134,8 +134,9 @@ def expand(suite: SuiteConfig) -> list[Cell]:
         exp_name = str(experiment.get("name", f"experiment{position}"))
         for values in itertools.product(*(suite.grid[k] for k in grid_keys)):
             for stack in suite.defenses:
-                for seed in suite.seeds:
+                for seed in experiment_seeds(experiment, suite):
                     raw = copy.deepcopy(dict(experiment))
+                    raw.pop("seeds", None)
                     raw["name"] = exp_name
                     defenses = list(raw.get("defenses", [])) + [
                         c.model_dump() for c in stack.stack
@@ -163,6 +164,19 @@ def expand(suite: SuiteConfig) -> list[Cell]:
                             "have the same configuration"
                         )
     return list(cells.values())
+
+
+def experiment_seeds(experiment: dict[str, Any], suite: SuiteConfig) -> list[int]:
+    """The experiment's own ``seeds`` (an experiment whose numbers need more repetitions than
+    the rest, e.g. one-image gradient inversion), else the suite's."""
+    seeds = experiment.get("seeds", suite.seeds)
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(
+            f"suite '{suite.name}', experiment '{experiment.get('name')}': field 'seeds' must "
+            f"be a non-empty list of non-negative integers, got {seeds!r}"
+        )
+    return list(seeds)
 
 
 def _single_experiment_suite(experiment: dict[str, Any], stem: str) -> dict[str, Any]:

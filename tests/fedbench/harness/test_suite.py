@@ -44,6 +44,18 @@ def test_expansion_is_experiments_times_stacks_times_seeds() -> None:
     assert len({c.id for c in cells}) == 4
 
 
+def test_an_experiment_may_run_its_own_seeds() -> None:
+    suite = parse_suite({"name": "s", "seeds": [0],
+                         "experiments": [{**BASE, "seeds": [3, 4]}, {**BASE, "name": "other"}]})
+    cells = expand(suite)
+    assert [c.label for c in cells] == ["base/none/seed=3", "base/none/seed=4",
+                                        "other/none/seed=0"]
+    assert cells[1].config.seed == 4
+    bad = parse_suite({"name": "s", "experiments": [{**BASE, "seeds": [1, -2]}]})
+    with pytest.raises(ConfigError, match=r"experiment 'base': field 'seeds' must be"):
+        expand(bad)
+
+
 def test_ids_are_stable_and_change_with_config() -> None:
     suite = parse_suite({"name": "s", "experiments": [BASE]})
     first, again = expand(suite)[0], expand(suite)[0]
