@@ -41,3 +41,21 @@ def test_installed_names_import() -> None:
 
     assert fedbench.attacks.gradient_inversion.dlg.__file__.endswith("gradient_inversion/dlg.py")
     assert fedbench.defenses.secagg.channel.__file__.endswith("secagg/channel.py")
+
+
+def test_the_core_never_imports_the_plugin_trees() -> None:
+    # fedbench/fl and fedbench/harness depend on the interfaces in the core only; the plugin
+    # trees are reached through the registries (which import them by name).
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "fedbench"
+    plugins = ("fedbench.attacks", "fedbench.defenses", "attacks", "defenses")
+    offenders = []
+    for folder in ("fl", "harness"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.name}: {n}" for n in names
+                              if n.split(".")[0] in plugins or n.startswith(plugins[:2])]
+    assert not offenders
