@@ -1,4 +1,4 @@
-"""Command line: ``fedbench run | report | show | compare | bench | list``.
+"""Command line: ``fedbench run | attack | report | show | compare | bench | list``.
 
 Exit codes: 0 everything ran and nothing regressed; 1 a cell failed or ``compare`` found a
 regression (or nothing to compare); 2 a usage or configuration error (nothing ran). The
@@ -55,7 +55,27 @@ def _run_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
                           "those of this code version; the others rerun)")
     run.add_argument("--no-progress", action="store_true",
                      help="hide progress bars (they show only on a terminal anyway)")
+    run.add_argument("--save-transcripts", action="store_true",
+                     help="write each cell's transcript (what the server saw) under "
+                          "RESULTS_DIR/<suite>/transcripts/, for `fedbench attack`")
     run.set_defaults(func=commands.run)
+
+
+def _attack_parser(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    attack = sub.add_parser(
+        "attack", parents=[_loudness()],
+        help="run attacks on a transcript file (what a server saw in a recorded run)")
+    attack.add_argument("transcript", help="a transcript folder (or its transcript.json)")
+    attack.add_argument("--attacks", required=True,
+                        help="comma-separated attack names (dlg,idlg,lira), or a YAML list of "
+                             "components: '[{name: idlg, iterations: 150}, lira]'")
+    attack.add_argument("--data", default=None,
+                        help="registered dataset for the attacker's population, membership "
+                             "candidates and scoring (default: the one the transcript names)")
+    attack.add_argument("--results-dir", default=DEFAULT_RESULTS,
+                        help="records go to RESULTS_DIR/attack-<transcript folder>/ "
+                             f"(default: {DEFAULT_RESULTS})")
+    attack.set_defaults(func=commands.attack)
 
 
 def _results_parsers(sub: Subparsers[argparse.ArgumentParser]) -> None:
@@ -111,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
+    _attack_parser(sub)
     _results_parsers(sub)
     return parser
 

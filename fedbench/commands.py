@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         suite, results_root=Path(args.results_dir), executor=executor, progress=progress,
         cells=cells, resume_any=args.resume_any,
         on_cell=_print_cell if args.verbosity > 0 else None,
+        save_transcripts=args.save_transcripts,
     )
     (summary.folder / COMMAND_FILE).write_text(args.command_line, encoding="utf-8")
     stale = f" ({summary.stale} from another code version rerun)" if summary.stale else ""
@@ -63,6 +64,26 @@ def run(args: argparse.Namespace) -> int:
     for label, error in summary.failed.items():
         print(f"FAILED {label}: {error}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def attack(args: argparse.Namespace) -> int:
+    """``fedbench attack``: the attacks on a transcript file's open views, records, report."""
+    from fedbench.harness.replay import attack_transcript, parse_attacks
+    from fedbench.harness.report import COMMAND_FILE, write_report
+
+    summary = attack_transcript(
+        Path(args.transcript), attacks=parse_attacks(args.attacks),
+        results_root=Path(args.results_dir), data=args.data,
+    )
+    (summary.folder / COMMAND_FILE).write_text(args.command_line, encoding="utf-8")
+    print(f"{summary.label}: {summary.status} -> {summary.folder}")
+    report = write_report(summary.folder)
+    if args.verbosity >= 0:
+        print(report.markdown)
+        print(f"report: {report.html}")
+    if summary.error:
+        print(f"FAILED {summary.label}: {summary.error}", file=sys.stderr)
+    return 0 if summary.status == "ok" else 1
 
 
 def _print_cell(label: str, status: str, seconds: float) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedbench import __version__
 from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
 from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
@@ -26,7 +27,9 @@ from fedbench.defense import Defense
 from fedbench.fl.phases import RoundSummary
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.simulation import Simulation, SimulationResult
-from fedbench.fl.threat import ThreatModel
+from fedbench.fl.threat import PrivateLog, ThreatModel
+from fedbench.fl.transcript import Transcript
+from fedbench.fl.transcript_io import ChannelMeta, WriterMeta, transcript_files
 from fedbench.fl.views import View, ViewKind
 from fedbench.harness.build import build_defenses, cell_data, model_factory
 from fedbench.harness.records import Row
@@ -39,6 +42,7 @@ from fedbench.registry import ATTACKS
 from fedbench.seeding import Streams
 
 FIGURES = "figures"
+TRANSCRIPTS = "transcripts"
 
 
 @dataclass(frozen=True)
@@ -212,10 +216,7 @@ class CellRun:
         plans = plan_attacks(
             [(a.name, ATTACKS.create(a.name, a.params)) for a in cfg.attacks], threat
         )
-        transcript = threat.transcript(
-            rounds=cfg.fl.rounds,
-            wanted=[(p.view, p.attack.target) for p in plans if p.view is not None],
-        )
+        transcript = self._transcript(threat, plans)
         sim = Simulation(
             model_factory=factory, data=data, fl=cfg.fl, pipeline=pipeline, streams=streams,
             transcript=transcript, cost_baseline=True, device=cfg.device,
@@ -226,8 +227,33 @@ class CellRun:
             self.writer.metric(metric, source="fl")
         for name, defense in self.defenses:
             self._defense_metrics(name, defense)
+        if isinstance(self.cell, TranscribedCell):
+            self._save_transcript(sim, pipeline)
         for plan in plans:
-            self._attack(plan, threat, sim, data, streams, factory)
+            self._attack(plan, threat, sim.transcript, sim.private, data, streams, factory)
+
+    def _transcript(self, threat: ThreatModel, plans: list[PlannedAttack]) -> Transcript:
+        """What the attacks need; every round and the model sequence when the transcript is
+        saved (the views cut from it are the same, only more is kept)."""
+        rounds = self.cfg.fl.rounds
+        if isinstance(self.cell, TranscribedCell):
+            return Transcript(rounds=rounds, keep_rounds=range(rounds), keep_model_sequence=True)
+        return threat.transcript(
+            rounds=rounds,
+            wanted=[(p.view, p.attack.target) for p in plans if p.view is not None],
+        )
+
+    def _save_transcript(self, sim: SimulationResult, pipeline: Pipeline) -> None:
+        """The transcript file, returned as bytes like the figures (any executor)."""
+        channel = pipeline.channel
+        files = transcript_files(
+            sim.transcript, experiment=self.cfg.model_dump(mode="json"),
+            channel=ChannelMeta(name=getattr(channel, "name", type(channel).__name__),
+                                reveals_client_updates=channel.reveals_client_updates),
+            writer=WriterMeta(name="fedbench", version=__version__), private=sim.private,
+        )
+        for name, data in files.items():
+            self.files[f"{transcript_folder(self.cell)}/{name}"] = data
 
     def _defense_metrics(self, name: str, defense: Defense) -> None:
         source = f"defense:{name}"
@@ -251,7 +277,8 @@ class CellRun:
         self,
         plan: PlannedAttack,
         threat: ThreatModel,
-        sim: SimulationResult,
+        transcript: Transcript,
+        private: PrivateLog,
         data: FederatedData,
         streams: Streams,
         factory: Callable[[], nn.Module],
@@ -262,13 +289,12 @@ class CellRun:
             return
         try:
             view, truth = threat.view(
-                plan.view, plan.attack.target, transcript=sim.transcript, private=sim.private,
-                data=data,
+                plan.view, plan.attack.target, transcript=transcript, private=private, data=data,
             )
         except (KeyError, PermissionError) as err:
             self._not_applicable(plan, str(err.args[0]))
             return
-        candidates, membership = self._candidates(plan, truth, sim, data, streams)
+        candidates, membership = self._candidates(plan, truth, private, data, streams)
         knowledge = AttackerKnowledge(
             model_factory=factory,
             input_shape=data.input_shape,
@@ -289,7 +315,7 @@ class CellRun:
         self._score(plan, view, result, truth, seconds)
 
     def _candidates(
-        self, plan: PlannedAttack, truth: GroundTruth, sim: SimulationResult,
+        self, plan: PlannedAttack, truth: GroundTruth, private: PrivateLog,
         data: FederatedData, streams: Streams,
     ) -> tuple[TensorData, np.ndarray]:
         """The records a membership attack scores, and their membership."""
@@ -299,7 +325,7 @@ class CellRun:
         # examples behind that update rather than every participant's data.
         behind = truth.examples if plan.view == ViewKind.CLIENT_UPDATE else None
         return membership_candidates(
-            data, sim.private.participants, self.cfg.mia_candidates,
+            data, private.participants, self.cfg.mia_candidates,
             streams.numpy("candidates"), behind,
         )
 
@@ -329,6 +355,25 @@ class CellRun:
                 self.files[name] = Path(path).read_bytes()
                 self.writer.metric(Metric("figure", None, None), source=source,
                                    attack=plan.name, view=view.kind, path=name)
+
+
+@dataclass(frozen=True)
+class TranscribedCell(Cell):
+    """A cell whose run also hands back its transcript file under
+    ``transcripts/<cell folder>/`` (``fedbench run --save-transcripts``). A subclass rather
+    than an option, so that every executor carries it without knowing of it; the id, label and
+    records are the cell's own."""
+
+    @classmethod
+    def of(cls, cell: Cell) -> TranscribedCell:
+        """``cell``, transcribed."""
+        return cls(cell.suite, cell.experiment, cell.defense, cell.seed, cell.config,
+                   dict(cell.grid))
+
+
+def transcript_folder(cell: Cell) -> str:
+    """Where a cell's transcript goes, relative to the results folder."""
+    return f"{TRANSCRIPTS}/{figure_folder(cell)}"
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ Panel = tuple[pd.DataFrame, str, str]  # (points, metric, axis title)
 def _trade_off_panels(frame: pd.DataFrame) -> list[tuple[str, list[Panel]]]:
     """Per experiment whose accuracy varies, the (privacy measure, accuracy) point sets."""
     accuracy = _per_row(frame, "accuracy", "fl", "mean")
+    if accuracy.empty:  # no accuracy (one FedSGD round, or attacks on a transcript file)
+        return []
     measures = [("epsilon", "defense", "ε (lower is more private)")]
     measures += [(m, "attack", title) for m, title in _ATTACK_SUCCESS]
     grid: list[tuple[str, list[Panel]]] = []

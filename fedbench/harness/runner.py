@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from fedbench.config import SuiteConfig
 from fedbench.errors import ConfigError, ResultsError
-from fedbench.harness.cell import write_files
+from fedbench.fl.transcript_io import META_FILE
+from fedbench.harness.cell import TranscribedCell, transcript_folder, write_files
 from fedbench.harness.checks import cell_problems, describe
 from fedbench.harness.environment import code_version
 from fedbench.harness.executors import Executor, SequentialExecutor
@@ -65,6 +66,7 @@ def run_suite(
     cells: list[Cell] | None = None,
     resume_any: bool = False,
     on_cell: Callable[[str, str, float], None] | None = None,
+    save_transcripts: bool = False,
 ) -> RunSummary:
     """Run every cell of ``suite`` without complete records under ``results_root/<name>``.
 
@@ -75,7 +77,8 @@ def run_suite(
     run loses at most the cells in flight, and a rerun skips every complete cell of the same
     code version (``resume_any``: of any version); cells of another version rerun, and their
     new records supersede the old ones. ``on_cell(label, status, seconds)`` hears of every
-    finished cell.
+    finished cell. ``save_transcripts`` writes each cell's transcript under
+    ``transcripts/<cell folder>/``; a complete cell without one reruns.
     """
     all_cells = cells if cells is not None else expand(suite)
     problems = cell_problems(all_cells, progress=progress)
@@ -89,6 +92,9 @@ def run_suite(
     records = folder / RECORDS_FILE
     existing = read_records(records) if records.exists() else RecordSet()
     complete, stale = reusable(existing, all_cells, any_version=resume_any)
+    if save_transcripts:  # a reused cell must have its transcript too
+        complete = {c.id for c in all_cells if c.id in complete
+                    and (folder / transcript_folder(c) / META_FILE).is_file()}
     todo = [c for c in all_cells if c.id not in complete]
     summary = RunSummary(folder=folder, total=len(all_cells), skipped=len(all_cells) - len(todo),
                          stale=stale)
@@ -96,8 +102,9 @@ def run_suite(
     bar = tqdm(total=len(todo), desc=f"{suite.name} cells", unit="cell", disable=not progress)
     if todo:
         bar.set_postfix_str(f"running {todo[0].label}")
-    for cell, output in executor.run(todo):
-        write_files(folder, output.files)  # figures first: a record never links a missing file
+    runs = [TranscribedCell.of(c) for c in todo] if save_transcripts else todo
+    for cell, output in executor.run(runs):
+        write_files(folder, output.files)  # files first: a record never links a missing file
         append_records(records, output.rows)
         final = output.rows[-1]
         assert isinstance(final, CellRecord)
