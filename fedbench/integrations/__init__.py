@@ -1,0 +1,1 @@
+"""Recorders that turn other frameworks' runs into fedbench transcripts (optional extras)."""

@@ -1,0 +1,117 @@
+"""A small Flower app as a user would write it (a full-batch FedSGD client on its own shard), run
+by Flower's own simulation (Ray on 127.0.0.1), with fedbench's recorder around the strategy.
+
+Usage (by test_flower.py): unshare --net --fork sh -c "ip link set lo up && python THIS OUT"
+(Ray's servers bind every interface; in that namespace the only one is loopback.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedbench.config import ExperimentConfig, parse_experiment
+from fedbench.data.federated import FederatedData
+from fedbench.harness.build import build_data, model_factory
+from fedbench.integrations.flower import CLIENT_ID, TranscriptRecorder
+from fedbench.seeding import Streams
+
+EXPERIMENT: dict[str, Any] = {
+    "name": "flower-fedsgd",
+    "data": {"name": "image_patches", "per_image": 3},
+    "split": {"max_train_examples": 10},  # one image per client
+    "model": "lenet",
+    "fl": {"algorithm": "fedsgd", "num_clients": 10, "clients_per_round": 2, "rounds": 1,
+           "batch_size": None, "client_lr": 0.1, "weighting": "weighted"},
+}
+
+
+def _parts(cfg: ExperimentConfig) -> tuple[FederatedData, Callable[[], nn.Module]]:
+    streams = Streams(cfg.seed)
+    data = build_data(cfg, streams)
+    return data, model_factory(cfg, data, streams)
+
+
+def _arrays(model: nn.Module) -> list[np.ndarray]:
+    return [p.detach().numpy().copy() for p in model.parameters()]
+
+
+def _client_app(cfg: ExperimentConfig) -> Any:
+    from flwr.client import ClientApp, NumPyClient
+    from flwr.common import Context
+
+    class FedSGDClient(NumPyClient):  # type: ignore[misc]
+        def __init__(self, partition: int) -> None:
+            data, build = _parts(cfg)
+            self.partition = partition
+            self.shard = data.clients[partition]
+            self.model = build()
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            with torch.no_grad():
+                for p, value in zip(self.model.parameters(), parameters, strict=True):
+                    p.copy_(torch.from_numpy(value))
+            self.model.zero_grad()
+            F.cross_entropy(self.model(self.shard.x), self.shard.y).backward()
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p -= cfg.fl.client_lr * p.grad
+            return _arrays(self.model), len(self.shard), {CLIENT_ID: self.partition}
+
+    def client_fn(context: Context) -> Any:
+        return FedSGDClient(int(context.node_config["partition-id"])).to_client()
+
+    return ClientApp(client_fn=client_fn)
+
+
+def run_flower(folder: Path, *, experiment: dict[str, Any] = EXPERIMENT) -> TranscriptRecorder:
+    """One Flower FedAvg run of ``experiment`` with the recorder writing to ``folder``."""
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    cfg = parse_experiment(experiment)
+    _, build = _parts(cfg)
+    clients = cfg.fl.num_clients
+    sampled = cfg.fl.clients_per_round or clients
+    recorder = TranscriptRecorder(
+        FedAvg(fraction_fit=sampled / clients, fraction_evaluate=0.0, min_fit_clients=sampled,
+               min_available_clients=clients,
+               initial_parameters=ndarrays_to_parameters(_arrays(build()))),
+        folder=folder, experiment=cfg, whole_shards=True,
+    )
+
+    def server_fn(context: Any) -> ServerAppComponents:
+        return ServerAppComponents(strategy=recorder,
+                                   config=ServerConfig(num_rounds=cfg.fl.rounds))
+
+    run_simulation(
+        server_app=ServerApp(server_fn=server_fn), client_app=_client_app(cfg),
+        num_supernodes=clients,
+        backend_config={
+            "init_args": {"_node_ip_address": "127.0.0.1", "num_cpus": 2,
+                          "include_dashboard": False, "log_to_driver": False},
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        },
+    )
+    return recorder
+
+
+def main(folder: Path) -> None:
+    """Run the app (test_flower.py runs this inside a loopback-only network namespace)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    run_flower(folder)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
