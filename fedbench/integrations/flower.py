@@ -9,6 +9,10 @@ and who failed, example counts, and the model the strategy returned. After the l
 writes the transcript folder, which ``fedbench attack`` reads like one written by
 ``fedbench run --save-transcripts``.
 
+Under Flower's SecAgg+ (``SecAggPlusWorkflow`` with ``secaggplus_mod`` on the clients) the
+strategy receives only the unmasked mean; ``secure_aggregation=True`` records exactly that: the
+aggregate, and no single update (the transcript opens no ``client_update`` view).
+
 Wrap the outermost strategy: around Flower's ``DifferentialPrivacyServerSideFixedClipping``
 the recorder sees the raw updates (the server does, before it clips and adds noise), around a
 strategy whose clients clip (``fixedclipping_mod``, ``LocalDpMod``) the clipped or noised ones.
@@ -43,12 +47,13 @@ import torch
 from fedbench import __version__
 from fedbench.config import ExperimentConfig, parse_experiment
 from fedbench.errors import ConfigError
-from fedbench.fl.channel import EncodedUpdate, PlaintextChannel
+from fedbench.fl.channel import Channel, EncodedUpdate, PlaintextChannel
 from fedbench.fl.transcript import RoundRecord, Transcript, model_hash
 from fedbench.fl.transcript_io import (
     ChannelMeta,
     TranscriptError,
     WriterMeta,
+    recorded_channel,
     transcript_files,
     write_transcript,
 )
@@ -105,7 +110,11 @@ class TranscriptRecorder(Strategy):
         folder: Where the transcript is written after round ``experiment.fl.rounds``.
         experiment: The run as a fedbench experiment (mapping or ExperimentConfig).
         whole_shards: Every contributor trained on its whole shard (the scoring truth).
-        channel: The name recorded for the channel (the strategy reads single updates).
+        secure_aggregation: The strategy runs inside Flower's ``SecAggPlusWorkflow``: every
+            result it receives carries the unmasked (example-weighted) mean, so the
+            transcript holds only the aggregate and opens no single update.
+        channel: The name recorded for the channel (default: ``flower-plaintext``, or
+            ``flower-secagg+`` with ``secure_aggregation``).
     """
 
     def __init__(
@@ -115,7 +124,8 @@ class TranscriptRecorder(Strategy):
         folder: str | Path,
         experiment: Mapping[str, Any] | ExperimentConfig,
         whole_shards: bool = False,
-        channel: str = "flower-plaintext",
+        secure_aggregation: bool = False,
+        channel: str | None = None,
     ) -> None:
         self.strategy = strategy
         self.folder = Path(folder)
@@ -125,8 +135,12 @@ class TranscriptRecorder(Strategy):
         self.transcript = Transcript(rounds=rounds, keep_rounds=range(rounds),
                                      keep_model_sequence=True)
         self.whole_shards = whole_shards
-        self.channel = channel
-        self._plain = PlaintextChannel()  # what the strategy reads of one result: all of it
+        self.secure_aggregation = secure_aggregation
+        self.channel = channel or ("flower-secagg+" if secure_aggregation else "flower-plaintext")
+        # What the strategy can read of one result: all of it, or (SecAgg+) nothing of its own.
+        self._channel: Channel = (
+            recorded_channel(ChannelMeta(name=self.channel, reveals_client_updates=False))
+            if secure_aggregation else PlaintextChannel())
         self._sent: dict[str, str] = {}
         self._w_t: torch.Tensor | None = None
 
@@ -198,10 +212,7 @@ class TranscriptRecorder(Strategy):
         assert self._w_t is not None
         w_t = self._w_t
         weights = self._weights(received) if received else {}
-        messages = {}
-        for _, cid, w_i, _ in received:
-            update = ((w_i - w_t) * weights[cid]).numpy()
-            messages[cid] = EncodedUpdate(cid, update, int(update.nbytes))
+        messages = {} if self.secure_aggregation else self._messages(received, w_t, weights)
         dropped = self._failed_clients(failures)
         contributors = tuple(cid for _, cid, _, _ in received)
         failed = None if parameters is not None and received else "no client update arrived"
@@ -217,12 +228,35 @@ class TranscriptRecorder(Strategy):
         )
         if failed is None:
             assert parameters is not None
-            total = np.sum([m.payload for m in messages.values()], axis=0, dtype=np.float64)
-            record.aggregate = torch.from_numpy(total)
+            record.aggregate = self._sum(received, messages, w_t, weights)
             record.next_params = flat(parameters)
-        self.transcript.add_round(record, channel=self._plain,
+        self.transcript.add_round(record, channel=self._channel,
                                   messages=messages if failed is None else None)
         self.transcript.record_params(w_t if record.next_params is None else record.next_params)
+
+    @staticmethod
+    def _messages(
+        received: list[tuple[ClientProxy, int, torch.Tensor, FitRes]], w_t: torch.Tensor,
+        weights: dict[int, float],
+    ) -> dict[int, EncodedUpdate]:
+        """Each weighted update Δ_i·weight_i, as fedbench's plaintext channel carries it."""
+        messages = {}
+        for _, cid, w_i, _ in received:
+            update = ((w_i - w_t) * weights[cid]).numpy()
+            messages[cid] = EncodedUpdate(cid, update, int(update.nbytes))
+        return messages
+
+    def _sum(
+        self, received: list[tuple[ClientProxy, int, torch.Tensor, FitRes]],
+        messages: dict[int, EncodedUpdate], w_t: torch.Tensor, weights: dict[int, float],
+    ) -> torch.Tensor:
+        """S = Σ_i weight_i·Δ_i. Under SecAgg+ every result holds the unmasked mean w̄ (weighted
+        by example counts, as the weights are), so S = Σ_i weight_i · (w̄ − w_t)."""
+        if not self.secure_aggregation:
+            total = np.sum([m.payload for m in messages.values()], axis=0, dtype=np.float64)
+            return torch.from_numpy(total)
+        mean = received[0][2]
+        return (mean - w_t).to(torch.float64) * float(sum(weights.values()))
 
     @staticmethod
     def _failed_clients(failures: FitFailures) -> dict[int, str]:
@@ -243,7 +277,8 @@ class TranscriptRecorder(Strategy):
             raise ConfigError("nothing to save: no round was configured")
         files = transcript_files(
             self.transcript, experiment=self.experiment.model_dump(mode="json"),
-            channel=ChannelMeta(name=self.channel, reveals_client_updates=True),
+            channel=ChannelMeta(name=self.channel,
+                                reveals_client_updates=not self.secure_aggregation),
             writer=WriterMeta(name="flower", version=f"flwr {flwr.__version__}, fedbench "
                                                       f"{__version__} TranscriptRecorder"),
             whole_shards=self.whole_shards,

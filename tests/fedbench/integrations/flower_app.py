@@ -44,8 +44,9 @@ def _arrays(model: nn.Module) -> list[np.ndarray]:
     return [p.detach().numpy().copy() for p in model.parameters()]
 
 
-def _client_app(cfg: ExperimentConfig) -> Any:
+def _client_app(cfg: ExperimentConfig, *, secagg: bool) -> Any:
     from flwr.client import ClientApp, NumPyClient
+    from flwr.client.mod import secaggplus_mod
     from flwr.common import Context
 
     class FedSGDClient(NumPyClient):  # type: ignore[misc]
@@ -69,13 +70,37 @@ def _client_app(cfg: ExperimentConfig) -> Any:
     def client_fn(context: Context) -> Any:
         return FedSGDClient(int(context.node_config["partition-id"])).to_client()
 
-    return ClientApp(client_fn=client_fn)
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])
 
 
-def run_flower(folder: Path, *, experiment: dict[str, Any] = EXPERIMENT) -> TranscriptRecorder:
-    """One Flower FedAvg run of ``experiment`` with the recorder writing to ``folder``."""
+def _server_app(recorder: TranscriptRecorder, rounds: int, *, secagg: bool) -> Any:
+    """The usual ``server_fn`` app, or SecAgg+'s workflow around the same strategy."""
+    from flwr.server import LegacyContext, ServerApp, ServerAppComponents, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    config = ServerConfig(num_rounds=rounds)
+    if not secagg:
+        return ServerApp(server_fn=lambda context: ServerAppComponents(strategy=recorder,
+                                                                       config=config))
+    app = ServerApp()
+
+    @app.main()  # type: ignore[misc]
+    def main(grid: Any, context: Any) -> None:
+        # max_weight: each client reports one example; Flower's default (1,000) scales the
+        # updates by 1/1,000 before quantizing them, which costs ~1e-2 of absolute precision.
+        workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+            num_shares=3, reconstruction_threshold=2, max_weight=1.0))
+        workflow(grid, LegacyContext(context, config=config, strategy=recorder))
+
+    return app
+
+
+def run_flower(
+    folder: Path, *, experiment: dict[str, Any] = EXPERIMENT, secagg: bool = False
+) -> TranscriptRecorder:
+    """One Flower FedAvg run of ``experiment`` (under SecAgg+ with ``secagg``) with the
+    recorder writing to ``folder``."""
     from flwr.common import ndarrays_to_parameters
-    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.simulation import run_simulation
 
@@ -87,15 +112,11 @@ def run_flower(folder: Path, *, experiment: dict[str, Any] = EXPERIMENT) -> Tran
         FedAvg(fraction_fit=sampled / clients, fraction_evaluate=0.0, min_fit_clients=sampled,
                min_available_clients=clients,
                initial_parameters=ndarrays_to_parameters(_arrays(build()))),
-        folder=folder, experiment=cfg, whole_shards=True,
+        folder=folder, experiment=cfg, whole_shards=True, secure_aggregation=secagg,
     )
-
-    def server_fn(context: Any) -> ServerAppComponents:
-        return ServerAppComponents(strategy=recorder,
-                                   config=ServerConfig(num_rounds=cfg.fl.rounds))
-
     run_simulation(
-        server_app=ServerApp(server_fn=server_fn), client_app=_client_app(cfg),
+        server_app=_server_app(recorder, cfg.fl.rounds, secagg=secagg),
+        client_app=_client_app(cfg, secagg=secagg),
         num_supernodes=clients,
         backend_config={
             "init_args": {"_node_ip_address": "127.0.0.1", "num_cpus": 2,
@@ -106,12 +127,19 @@ def run_flower(folder: Path, *, experiment: dict[str, Any] = EXPERIMENT) -> Tran
     return recorder
 
 
-def main(folder: Path) -> None:
+#: The SecAgg+ run: three clients, so that each has neighbours to share its secrets with.
+SECAGG_EXPERIMENT: dict[str, Any] = {
+    **EXPERIMENT, "name": "flower-secaggplus", "fl": {**EXPERIMENT["fl"], "clients_per_round": 3},
+}
+
+
+def main(folder: Path, mode: str) -> None:
     """Run the app (test_flower.py runs this inside a loopback-only network namespace)."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
-    run_flower(folder)
+    secagg = mode == "secaggplus"
+    run_flower(folder, experiment=SECAGG_EXPERIMENT if secagg else EXPERIMENT, secagg=secagg)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "plain")

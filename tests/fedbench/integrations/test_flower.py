@@ -10,18 +10,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from flower_app import EXPERIMENT
+from flower_app import EXPERIMENT, SECAGG_EXPERIMENT
 
 from fedbench.cli import main
 from fedbench.config import parse_experiment
-from fedbench.fl.transcript_io import META_FILE, read_transcript
+from fedbench.fl.transcript_io import META_FILE, TENSOR_FILE, read_transcript
 from fedbench.harness.cell import TranscribedCell, execute_cell
 from fedbench.harness.records import read_results_dir
 from fedbench.harness.suite import Cell
@@ -29,14 +31,12 @@ from fedbench.harness.suite import Cell
 pytestmark = pytest.mark.slow  # Ray and Flower start-up: about a minute, then the attack
 
 
-@pytest.fixture(scope="module")
-def flower_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _run_in_loopback(folder: Path, mode: str) -> Path:
     """A real Flower simulation, in a network namespace with only the loopback interface."""
     if not (shutil.which("unshare") and shutil.which("ip")):
         pytest.skip("needs unshare and ip (iproute2) to keep Ray on loopback")
-    folder = tmp_path_factory.mktemp("flower") / "transcript"
     script = Path(__file__).with_name("flower_app.py")
-    command = f"ip link set lo up && {sys.executable} {script} {folder}"
+    command = f"ip link set lo up && {sys.executable} {script} {folder} {mode}"
     env = {**os.environ, "PYTHONPATH": str(script.parent), "RAY_USAGE_STATS_ENABLED": "0",
            "FLWR_TELEMETRY_ENABLED": "0"}
     done = subprocess.run(["unshare", "--net", "--fork", "sh", "-c", command],
@@ -47,9 +47,19 @@ def flower_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _fedbench_transcript(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def flower_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run_in_loopback(tmp_path_factory.mktemp("flower") / "transcript", "plain")
+
+
+@pytest.fixture(scope="module")
+def secagg_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run_in_loopback(tmp_path_factory.mktemp("flower") / "secaggplus", "secaggplus")
+
+
+def _fedbench_transcript(tmp_path: Path, base: dict[str, Any] = EXPERIMENT) -> Path:
     """fedbench's own run of the same training (every client, so each Flower one is in it)."""
-    experiment = {**EXPERIMENT, "fl": {**EXPERIMENT["fl"], "clients_per_round": None}}
+    experiment = {**base, "fl": {**base["fl"], "clients_per_round": None}}
     cell = Cell("own", "flower-fedsgd", "none", 0, parse_experiment(experiment))
     files = execute_cell(TranscribedCell.of(cell), figures=False).files
     for name, data in files.items():
@@ -91,3 +101,28 @@ def test_idlg_on_the_recorded_flower_run_recovers_a_clients_image(
     # one is 25-55 dB here, a failed one within a few dB of the baseline.
     assert psnr > baseline + 12.0, (psnr, baseline)
     assert rows[("label_accuracy", "client_update")] == 1.0
+
+
+def test_a_secaggplus_run_holds_only_the_aggregate_and_opens_only_that_view(
+    secagg_transcript: Path, tmp_path: Path
+) -> None:
+    flower = read_transcript(secagg_transcript)
+    assert not flower.channel.reveals_client_updates
+    (record,) = flower.transcript.rounds
+    assert len(record.contributors) == 3 and record.client_updates is None
+    with np.load(secagg_transcript / TENSOR_FILE) as tensors:
+        assert not [name for name in tensors.files if ".client." in name]
+    # The unmasked sum is the sum of the updates fedbench computes for the same clients, up to
+    # SecAgg+'s quantization (a step of 16 / 2^22 per coordinate).
+    own = read_transcript(_fedbench_transcript(tmp_path / "own", SECAGG_EXPERIMENT))
+    total = sum(own.transcript.client_update_view(0, c).update.double()
+                for c in record.contributors)
+    torch.testing.assert_close(flower.transcript.aggregate_view(0).aggregate, total,
+                               rtol=0.0, atol=1e-4)
+    assert main(["attack", str(secagg_transcript), "--attacks",
+                 "[{name: idlg, iterations: 2, inner_iterations: 2}]",
+                 "--results-dir", str(tmp_path / "attack"), "-q"]) == 0
+    (folder,) = (tmp_path / "attack").iterdir()
+    views = {m.view.value for m in read_results_dir(folder).metrics
+             if m.attack == "idlg" and m.view is not None}
+    assert views == {"aggregate"}
