@@ -95,23 +95,32 @@ def _server_app(recorder: TranscriptRecorder, rounds: int, *, secagg: bool) -> A
     return app
 
 
+#: Flower's server-side DP wrapper: clip every update to this norm, add Gaussian noise.
+SERVER_DP = {"noise_multiplier": 1.0, "clipping_norm": 0.05}
+
+
 def run_flower(
-    folder: Path, *, experiment: dict[str, Any] = EXPERIMENT, secagg: bool = False
+    folder: Path, *, experiment: dict[str, Any] = EXPERIMENT, secagg: bool = False,
+    server_dp: bool = False,
 ) -> TranscriptRecorder:
-    """One Flower FedAvg run of ``experiment`` (under SecAgg+ with ``secagg``) with the
-    recorder writing to ``folder``."""
+    """One Flower FedAvg run of ``experiment`` (under SecAgg+ with ``secagg``, inside Flower's
+    server-side fixed-clipping DP with ``server_dp``) with the recorder writing to ``folder``."""
     from flwr.common import ndarrays_to_parameters
-    from flwr.server.strategy import FedAvg
+    from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
     from flwr.simulation import run_simulation
 
     cfg = parse_experiment(experiment)
     _, build = _parts(cfg)
     clients = cfg.fl.num_clients
     sampled = cfg.fl.clients_per_round or clients
+    strategy: Strategy = FedAvg(
+        fraction_fit=sampled / clients, fraction_evaluate=0.0, min_fit_clients=sampled,
+        min_available_clients=clients, initial_parameters=ndarrays_to_parameters(_arrays(build())))
+    if server_dp:  # the recorder wraps the outermost strategy: it sees what the server sees
+        strategy = DifferentialPrivacyServerSideFixedClipping(
+            strategy, num_sampled_clients=sampled, **SERVER_DP)
     recorder = TranscriptRecorder(
-        FedAvg(fraction_fit=sampled / clients, fraction_evaluate=0.0, min_fit_clients=sampled,
-               min_available_clients=clients,
-               initial_parameters=ndarrays_to_parameters(_arrays(build()))),
+        strategy,
         folder=folder, experiment=cfg, whole_shards=True, secure_aggregation=secagg,
     )
     run_simulation(
@@ -138,7 +147,8 @@ def main(folder: Path, mode: str) -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
     secagg = mode == "secaggplus"
-    run_flower(folder, experiment=SECAGG_EXPERIMENT if secagg else EXPERIMENT, secagg=secagg)
+    run_flower(folder, experiment=SECAGG_EXPERIMENT if secagg else EXPERIMENT, secagg=secagg,
+               server_dp=mode == "server_dp")
 
 
 if __name__ == "__main__":

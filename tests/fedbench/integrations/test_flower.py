@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from flower_app import EXPERIMENT, SECAGG_EXPERIMENT
+from flower_app import EXPERIMENT, SECAGG_EXPERIMENT, SERVER_DP
 
 from fedbench.cli import main
 from fedbench.config import parse_experiment
@@ -50,6 +50,11 @@ def _run_in_loopback(folder: Path, mode: str) -> Path:
 @pytest.fixture(scope="module")
 def flower_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _run_in_loopback(tmp_path_factory.mktemp("flower") / "transcript", "plain")
+
+
+@pytest.fixture(scope="module")
+def server_dp_transcript(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run_in_loopback(tmp_path_factory.mktemp("flower") / "server_dp", "server_dp")
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +131,24 @@ def test_a_secaggplus_run_holds_only_the_aggregate_and_opens_only_that_view(
     views = {m.view.value for m in read_results_dir(folder).metrics
              if m.attack == "idlg" and m.view is not None}
     assert views == {"aggregate"}
+
+
+def test_under_flowers_server_side_dp_the_server_still_reads_each_raw_update(
+    server_dp_transcript: Path, tmp_path: Path
+) -> None:
+    """DifferentialPrivacyServerSideFixedClipping clips and noises at the server: the server
+    itself reads every update before it does, so the client_update view holds the raw update,
+    the very one iDLG inverts in the plain run; only the released model carries noise."""
+    flower = read_transcript(server_dp_transcript)
+    own = read_transcript(_fedbench_transcript(tmp_path))
+    (record,) = flower.transcript.rounds
+    clip = SERVER_DP["clipping_norm"]
+    for cid in record.contributors:
+        raw = flower.transcript.client_update_view(0, cid).update
+        torch.testing.assert_close(raw, own.transcript.client_update_view(0, cid).update,
+                                   rtol=1e-5, atol=1e-7)
+        assert float(raw.norm()) > 2 * clip  # so Flower did clip it before averaging
+    assert record.params is not None and record.next_params is not None
+    step = record.next_params - record.params
+    clipped_mean_norm_bound = clip  # a mean of updates clipped to `clip` has at most that norm
+    assert float(step.norm()) > 5 * clipped_mean_norm_bound  # Gaussian noise on top
