@@ -123,3 +123,34 @@ def test_a_complete_cell_without_its_transcript_reruns(
     assert main(args) == 0
     assert "2 cells, 1 already complete, 1 run" in capsys.readouterr().out
     assert (transcript / TENSOR_FILE).exists()
+
+
+MIA = """
+name: digits-mia
+data: digits
+model: logreg
+fl: {num_clients: 4, rounds: 2, local_epochs: 1, batch_size: 32}
+mia_candidates: 60
+attacks: [loss_threshold, {name: lira, num_models: 2}]
+"""
+
+
+def test_membership_attacks_on_the_transcript_measure_the_runs_auc(tmp_path: Path) -> None:
+    """The population, the candidates and their membership come from the dataset the
+    transcript names, rebuilt with the run's split and seed: the AUCs are the run's."""
+    (tmp_path / "mia.yaml").write_text(MIA)
+    assert main(["run", str(tmp_path / "mia.yaml"), "--results-dir", str(tmp_path / "runs"),
+                 "--save-transcripts", "--no-progress", "-q"]) == 0
+    run = read_results_dir(tmp_path / "runs" / "digits-mia")
+    (transcript,) = (tmp_path / "runs" / "digits-mia" / "transcripts").iterdir()
+    assert main(["attack", str(transcript), "--attacks", "[loss_threshold, {name: lira, "
+                 "num_models: 2}]", "--results-dir", str(tmp_path / "att"), "-q"]) == 0
+    (folder,) = (tmp_path / "att").iterdir()
+
+    def aucs(records: RecordSet) -> dict[tuple[str | None, str | None], float | None]:
+        return {(m.attack, m.view.value if m.view else None): m.value for m in records.metrics
+                if m.metric == "mia_auc"}
+
+    in_run = aucs(run)
+    assert {a for a, _ in in_run} == {"loss_threshold", "lira"}
+    assert aucs(read_results_dir(folder)) == in_run
