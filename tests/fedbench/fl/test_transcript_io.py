@@ -170,5 +170,5 @@ def test_an_inconsistent_file_is_refused_naming_the_field(
 
 
 def test_a_folder_without_a_transcript_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(TranscriptError, match="no transcript.json"):
+    with pytest.raises(TranscriptError, match=r"no transcript\.json"):
         read_transcript(tmp_path)
