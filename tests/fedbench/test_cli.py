@@ -28,7 +28,7 @@ def test_quick_suite_end_to_end(tmp_path: Path, capsys) -> None:
     # Two workers: the CI machine's two cores, and the process-pool executor end to end.
     assert main(["run", "--results-dir", str(tmp_path), "--no-progress", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "quick: 22 cells, 0 already complete, 22 run, 0 failed" in out
+    assert "quick: 44 cells, 0 already complete, 44 run, 0 failed" in out
     header = next(line for line in out.splitlines() if line.startswith("| experiment"))
     assert "accuracy" in header and "MIA AUC" in header and "GI PSNR" in header
     folder = tmp_path / "quick"
@@ -172,7 +172,7 @@ defenses:
         assert "fixed/secagg/seed=0" in err and "at least 3 clients" in err
     assert not (tmp_path / "out").exists()  # nothing written, nothing trained
     assert main(["run", "--dry-run", "--no-progress"]) == 0  # the packaged default suite
-    assert "22 cells: every pipeline builds" in capsys.readouterr().out
+    assert "44 cells: every pipeline builds" in capsys.readouterr().out
 
 
 def test_version_quiet_only_show_and_no_progress_bars_off_a_terminal(
