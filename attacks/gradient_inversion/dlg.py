@@ -12,8 +12,8 @@ objectives of order one down to ~1e-10: its stopping tolerances are turned off, 
 curvature test (a pair is kept only when yᵀs > 1e-10) cannot be, so L-BFGS minimises the
 relative distance times :data:`CURVATURE_SCALE`. Without that factor the test starts dropping
 pairs at a relative distance near 1e-8, long before float32 stops the progress, and the
-Hessian estimate freezes: on one 32×32 image through the LeNet below, 31–37 dB instead of
-40–50 dB after 300 iterations.
+Hessian estimate freezes: on five 32×32 images through the LeNet below, 21–38 dB (none at
+40) instead of 24–53 dB (four at 45 or more) after 300 iterations.
 
 One deviation, on by default: a strong-Wolfe line search. With the public code's fixed unit step
 the sigmoid LeNet sometimes diverges (the dummy image grows until every sigmoid saturates and
