@@ -3,7 +3,7 @@
 A single 32×32 image through DLG's sigmoid LeNet at initialisation is recovered near-exactly:
 seeds 0–4 give 53 / 45 / 24 / 47 / 52 dB. The relative objective without L-BFGS's curvature
 rescaling stalled at 37 / 32 / 21 / 36 / 38 dB (torch drops every curvature pair once
-yᵀs < 1e-10), so these bounds fail on that code; iDLG then gave 60 / 44 / 24 / 51 / 56 dB.
+yᵀs < 1e-10), so these bounds fail on that code. iDLG now gives 60 / 44 / 24 / 51 / 56 dB.
 """
 
 from __future__ import annotations
