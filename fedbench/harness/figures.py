@@ -83,7 +83,9 @@ def _trade_off_panels(frame: pd.DataFrame) -> list[tuple[str, list[Panel]]]:
 def defense_colours(frame: pd.DataFrame) -> dict[str, Any]:
     """One colour per defense label, the same in every panel of a figure."""
     defenses = list(dict.fromkeys(frame["defense"]))
-    return dict(zip(defenses, sns.color_palette("tab10", len(defenses)), strict=True))
+    # tab10 repeats its colours from the 11th defense on (quick has 11): tab20 then.
+    palette = sns.color_palette("tab10" if len(defenses) <= 10 else "tab20", len(defenses))
+    return dict(zip(defenses, palette, strict=True))
 
 
 def _draw_trade_off(
