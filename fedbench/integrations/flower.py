@@ -155,18 +155,25 @@ class TranscriptRecorder(Strategy):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.strategy.configure_evaluate(server_round, parameters, client_manager)
+        # Annotated locals: without flwr installed (mypy in CI) the wrapped calls are Any.
+        instructions: list[tuple[ClientProxy, EvaluateIns]] = self.strategy.configure_evaluate(
+            server_round, parameters, client_manager)
+        return instructions
 
     def aggregate_evaluate(
         self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.strategy.aggregate_evaluate(server_round, results, failures)
+        loss: tuple[float | None, dict[str, Scalar]] = self.strategy.aggregate_evaluate(
+            server_round, results, failures)
+        return loss
 
     def evaluate(
         self, server_round: int, parameters: Parameters
     ) -> tuple[float, dict[str, Scalar]] | None:
-        return self.strategy.evaluate(server_round, parameters)
+        evaluated: tuple[float, dict[str, Scalar]] | None = self.strategy.evaluate(
+            server_round, parameters)
+        return evaluated
 
     # -- recorded ------------------------------------------------------------------------
 
@@ -177,7 +184,8 @@ class TranscriptRecorder(Strategy):
         self._w_t = flat(parameters)
         if not self.transcript.model_sequence:
             self.transcript.record_params(self._w_t)  # w_0
-        instructions = self.strategy.configure_fit(server_round, parameters, client_manager)
+        instructions: list[tuple[ClientProxy, FitIns]] = self.strategy.configure_fit(
+            server_round, parameters, client_manager)
         self._sent = {proxy.cid: model_hash(flat(ins.parameters))
                       for proxy, ins in instructions}
         return instructions
