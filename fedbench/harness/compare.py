@@ -119,12 +119,6 @@ def _index(records: RecordSet) -> dict[tuple[str, str, str, str], MetricRecord]:
             for r in records.metrics if _comparable(r)}
 
 
-def _noise(row: MetricRecord) -> Interval | None:
-    return None if row.interval is None else Interval(
-        row.interval.low, row.interval.high, row.interval.method
-    )
-
-
 def _label(row: MetricRecord) -> str:
     grid = "".join(f"/{k}={v}" for k, v in row.grid.items())
     return f"{row.experiment}/{row.defense}{grid}/seed={row.seed}"
@@ -152,7 +146,7 @@ def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> C
             continue
         tolerance = tolerances.for_metric(metric, before.kind)
         verdict, allowed = judge(before.value, after.value, before.higher_is_better, tolerance,
-                                 noise=_noise(before), timing=before.timing)
+                                 noise=before.interval, timing=before.timing)
         irreproducible = before.irreproducible or after.irreproducible
         result.changes.append(Change(
             where, metric, before.value, after.value, allowed, verdict, irreproducible,

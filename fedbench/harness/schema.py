@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from fedbench.defense import PrivacyLevel
 from fedbench.fl.views import ViewKind
 from fedbench.metrics.base import MetricKind
+from fedbench.metrics.intervals import Interval  # the metric's own type, validated as a record
 
 SCHEMA_VERSION: Final = 2
 HONEST_BUT_CURIOUS: Final = "honest_but_curious"
@@ -36,16 +37,6 @@ class _Row(BaseModel):
     defense: str
     seed: int
     grid: dict[str, Any] = Field(default_factory=dict)
-
-
-class Interval(BaseModel):
-    """An uncertainty interval of a value."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    low: float
-    high: float
-    method: str
 
 
 class MetricRecord(_Row):

@@ -66,10 +66,7 @@ class RecordWriter:
             unit=metric.unit,
             note=metric.note,
             timing=metric.timing,
-            interval=None if metric.interval is None else {
-                "low": metric.interval.low, "high": metric.interval.high,
-                "method": metric.interval.method,
-            },
+            interval=metric.interval,
             status=status,
             path=path,
             **terms,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ConfigDict
 from scipy import stats
 
 LEVEL = 0.95
@@ -33,6 +34,9 @@ class Interval:
         high: Upper end.
         method: How it was computed (shown in reports).
     """
+
+    # Records validate it as a field (fedbench.harness.schema): an unknown key is refused there.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     low: float
     high: float
