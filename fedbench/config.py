@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -251,6 +251,10 @@ class DefenseStack(_Strict):
     stack: list[ComponentConfig] = Field(default_factory=list)
 
 
+#: Seeds of a suite or of one of its experiments: at least one, none negative (a cell's seed).
+Seeds = Annotated[list[Annotated[int, Field(ge=0, strict=True)]], Field(min_length=1)]
+
+
 class SuiteConfig(_Strict):
     """A grid: experiments × defense stacks × seeds (× the values of ``grid``).
 
@@ -270,7 +274,7 @@ class SuiteConfig(_Strict):
     description: str = ""
     experiments: list[dict[str, Any]] = Field(min_length=1)
     defenses: list[DefenseStack] = Field(default_factory=lambda: [DefenseStack(label="none")])
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     tolerances: Tolerances = Field(default_factory=Tolerances)
 

@@ -17,8 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from fedbench.config import (
     ExperimentConfig,
+    Seeds,
     SuiteConfig,
     load_yaml,
     parse_experiment,
@@ -168,15 +171,20 @@ def expand(suite: SuiteConfig) -> list[Cell]:
 
 def experiment_seeds(experiment: dict[str, Any], suite: SuiteConfig) -> list[int]:
     """The experiment's own ``seeds`` (an experiment whose numbers need more repetitions than
-    the rest, e.g. one-image gradient inversion), else the suite's."""
-    seeds = experiment.get("seeds", suite.seeds)
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    the rest), else the suite's; validated as the suite's are."""
+    if "seeds" not in experiment:
+        return list(suite.seeds)
+    try:
+        return list(_SEEDS.validate_python(experiment["seeds"]))
+    except ValidationError as err:
         raise ConfigError(
             f"suite '{suite.name}', experiment '{experiment.get('name')}': field 'seeds' must "
-            f"be a non-empty list of non-negative integers, got {seeds!r}"
-        )
-    return list(seeds)
+            f"be a non-empty list of non-negative integers ({err.errors()[0]['msg']}), got "
+            f"{experiment['seeds']!r}"
+        ) from None
+
+
+_SEEDS: TypeAdapter[list[int]] = TypeAdapter(Seeds)
 
 
 def _single_experiment_suite(experiment: dict[str, Any], stem: str) -> dict[str, Any]:
