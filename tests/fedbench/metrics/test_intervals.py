@@ -105,3 +105,17 @@ def test_bootstrap_mean_and_median_cover_their_statistic() -> None:
     assert median is not None and median.contains(float(np.median(values)))
     # An exact reconstruction (infinite PSNR) has no finite interval.
     assert bootstrap_mean(np.array([30.0, math.inf])) is None
+
+
+@pytest.mark.parametrize("ours, statistic", [(bootstrap_mean, np.mean),
+                                             (bootstrap_median, np.median)])
+def test_percentile_bootstraps_agree_with_scipy(ours, statistic) -> None:
+    # Different resampling streams: the endpoints agree to Monte-Carlo error, not exactly.
+    values = np.random.default_rng(5).normal(25.0, 4.0, 40)
+    interval = ours(values, resamples=4000)
+    reference = stats.bootstrap((values,), statistic, n_resamples=4000, method="percentile",
+                                random_state=1).confidence_interval
+    assert interval is not None
+    spread = reference.high - reference.low
+    assert interval.low == pytest.approx(reference.low, abs=0.1 * spread)
+    assert interval.high == pytest.approx(reference.high, abs=0.1 * spread)
