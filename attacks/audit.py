@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -197,6 +197,8 @@ class Audit(Attack):
         >>> [v.value for v in audit.views]
         ['final_model']
     """
+
+    guesses_membership: ClassVar[bool] = True
 
     def __init__(
         self,

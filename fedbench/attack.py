@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -131,10 +131,13 @@ class Attack(ABC):
         views: The views this attack can use (a class attribute, or set per instance by
             attacks that wrap another); the harness runs it on every one that is open.
         target: The round (and client) attacked.
+        guesses_membership: Whether the attack guesses the membership of candidate records;
+            only such attacks are handed candidates (``AttackerKnowledge.candidates``).
     """
 
     views: tuple[ViewKind, ...] = ()
     target: AttackTarget = AttackTarget()
+    guesses_membership: ClassVar[bool] = False
 
     def usable_views(self, open_views: Collection[ViewKind]) -> tuple[ViewKind, ...]:
         """This attack's views that are open, in its order (the harness runs it on each)."""

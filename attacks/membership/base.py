@@ -30,6 +30,7 @@ class MembershipAttack(Attack):
     """
 
     name: ClassVar[str] = "membership"
+    guesses_membership: ClassVar[bool] = True
 
     def settings(self) -> dict[str, Any]:
         """The attack's constructor settings (for figure names and result extras)."""

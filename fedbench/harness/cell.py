@@ -30,7 +30,7 @@ from fedbench.fl.simulation import Simulation, SimulationResult
 from fedbench.fl.threat import PrivateLog, ThreatModel
 from fedbench.fl.transcript import Transcript
 from fedbench.fl.transcript_io import ChannelMeta, WriterMeta, transcript_files
-from fedbench.fl.views import View, ViewKind
+from fedbench.fl.views import AggregateView, ClientUpdateView, View, ViewKind
 from fedbench.harness.build import build_defenses, cell_data, model_factory
 from fedbench.harness.records import Row
 from fedbench.harness.schema import RoundRow
@@ -171,6 +171,7 @@ class CellRun:
         self.defenses: list[tuple[str, Defense]] = []
         self.canaries: Canaries | None = None
         self.history: list[RoundRow] = []
+        self.scored: dict[int, Scored] = {}  # by attack index: its last scored view
 
     def execute(self) -> list[Row]:
         """Run the cell; always returns rows ending with the ``cell`` row (ok or failed)."""
@@ -283,6 +284,8 @@ class CellRun:
         streams: Streams,
         factory: Callable[[], nn.Module],
     ) -> None:
+        """Run ``plan`` on its view and score it; a view that is provably the same input as
+        one the attack already ran on is scored once (``self.scored``)."""
         if plan.view is None:
             wanted = ", ".join(v.value for v in plan.attack.views)
             self._not_applicable(plan, f"needs one of [{wanted}], the defenses leave none open")
@@ -295,6 +298,11 @@ class CellRun:
             self._not_applicable(plan, str(err.args[0]))
             return
         candidates, membership = self._candidates(plan, truth, private, data, streams)
+        earlier = self.scored.get(plan.index)
+        ids = None if candidates is None else candidates.ids
+        if earlier is not None and earlier.same_as(view, ids):
+            self._copy_scores(plan, view, earlier)
+            return
         knowledge = AttackerKnowledge(
             model_factory=factory,
             input_shape=data.input_shape,
@@ -312,13 +320,27 @@ class CellRun:
         tick = time.perf_counter()
         result = plan.attack.run(view, knowledge)
         seconds = time.perf_counter() - tick
-        self._score(plan, view, result, truth, seconds)
+        scores = self._score(plan, view, result, truth, seconds)
+        self.scored[plan.index] = Scored(view, ids, scores)
+
+    def _copy_scores(self, plan: PlannedAttack, view: View, earlier: Scored) -> None:
+        """Record the earlier view's scores for ``view``: the attack (seeded per attack, not
+        per view) would receive the same numbers and return the same result."""
+        note = (f"the same input as the {earlier.view.kind.value} view (one contributor, "
+                "weight 1): scored once")
+        for metric in earlier.scores:
+            copied = replace(metric, note=f"{metric.note}; {note}" if metric.note else note)
+            self.writer.metric(copied, source=f"attack:{plan.name}", attack=plan.name,
+                               view=view.kind)
 
     def _candidates(
         self, plan: PlannedAttack, truth: GroundTruth, private: PrivateLog,
         data: FederatedData, streams: Streams,
-    ) -> tuple[TensorData, np.ndarray]:
-        """The records a membership attack scores, and their membership."""
+    ) -> tuple[TensorData | None, np.ndarray | None]:
+        """The records a membership attack scores, and their membership (none for an attack
+        that guesses no membership)."""
+        if not plan.attack.guesses_membership:
+            return None, None
         if self.canaries is not None:
             return self.canaries.records, self.canaries.included
         # An attack on one client's update asks "was x in this update?", so its members are the
@@ -332,16 +354,24 @@ class CellRun:
     def _score(
         self, plan: PlannedAttack, view: View, result: AttackResult, truth: GroundTruth,
         seconds: float,
-    ) -> None:
+    ) -> list[Metric]:
+        """Write the attack's scores (and figures); returns the scores."""
         source = f"attack:{plan.name}"
-        for metric in plan.attack.score(result, truth):
+        scores = list(plan.attack.score(result, truth))
+        for metric in scores:
             self.writer.metric(metric, source=source, attack=plan.name, view=view.kind)
         self.writer.metric(
             Metric("attack_seconds", seconds, None, kind="cost", unit="s", timing=True),
             source=source, attack=plan.name, view=view.kind,
         )
-        if not self.figures:
-            return
+        if self.figures:
+            self._figures(plan, view, result, truth)
+        return scores
+
+    def _figures(
+        self, plan: PlannedAttack, view: View, result: AttackResult, truth: GroundTruth
+    ) -> None:
+        source = f"attack:{plan.name}"
         caption = (f"{self.cell.experiment} · {self.cell.defense} · {self.writer.adversary}"
                    f" · {view.kind.value}")
         with tempfile.TemporaryDirectory() as tmp:
@@ -355,6 +385,40 @@ class CellRun:
                 self.files[name] = Path(path).read_bytes()
                 self.writer.metric(Metric("figure", None, None), source=source,
                                    attack=plan.name, view=view.kind, path=name)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An attack's scored run: its view, the ids of the records it scored, its scores."""
+
+    view: View
+    candidate_ids: torch.Tensor | None
+    scores: list[Metric]
+
+    def same_as(self, view: View, candidate_ids: torch.Tensor | None) -> bool:
+        """Whether a run on ``view`` scoring ``candidate_ids`` would be this same run."""
+        if not same_input(self.view, view):
+            return False
+        if self.candidate_ids is None or candidate_ids is None:
+            return self.candidate_ids is candidate_ids
+        return torch.equal(self.candidate_ids, candidate_ids)
+
+
+def same_input(first: View, second: View) -> bool:
+    """Whether two views hand an attack the same input: a client's update and the aggregate
+    of a round it alone contributed to with weight 1 (the sum of one vector is that vector),
+    from the same w_t. A view with more contributors, another weight, or any value that differs
+    is not the same input and is attacked on its own."""
+    pair = {first.kind: first, second.kind: second}
+    single, total = pair.get(ViewKind.CLIENT_UPDATE), pair.get(ViewKind.AGGREGATE)
+    if not isinstance(single, ClientUpdateView) or not isinstance(total, AggregateView):
+        return False
+    return (
+        single.round == total.round and total.contributors == (single.client_id,)
+        and single.weight == 1.0 and single.num_examples == total.num_examples
+        and torch.equal(single.params, total.params)
+        and torch.equal(single.update.double(), total.aggregate.double())
+    )
 
 
 @dataclass(frozen=True)

@@ -174,3 +174,29 @@ def test_accuracy_after_one_fedsgd_round_is_not_a_number_to_compare() -> None:
     rows = run_cell(_cell(fl=fl, attacks=[]))
     accuracy = next(r for r in rows if isinstance(r, MetricRecord) and r.metric == "accuracy")
     assert accuracy.value is None and accuracy.note.startswith("n/a: one FedSGD round")
+
+
+def _inversion_rows(num_clients: int) -> dict[str, dict[str, MetricRecord]]:
+    fl = {"algorithm": "fedsgd", "rounds": 1, "num_clients": num_clients,
+          "client_fraction": 1.0, "batch_size": 1, "weighting": "uniform"}
+    rows = run_cell(_cell(fl=fl, attacks=[{"name": "idlg", "iterations": 3,
+                                           "inner_iterations": 5}]))
+    by_view: dict[str, dict[str, MetricRecord]] = {}
+    for row in rows:
+        if isinstance(row, MetricRecord) and row.attack == "idlg" and row.view:
+            by_view.setdefault(row.view, {})[row.metric] = row
+    return by_view
+
+
+def test_aggregate_of_one_contributor_is_scored_once_as_its_update() -> None:
+    views = _inversion_rows(num_clients=1)
+    single, total = views["client_update"], views["aggregate"]
+    assert "attack_seconds" in single and "attack_seconds" not in total  # not run twice
+    assert total["psnr"].value == single["psnr"].value
+    assert "scored once" in total["psnr"].note and "scored once" not in single["psnr"].note
+
+
+def test_aggregate_of_two_contributors_is_attacked_on_its_own() -> None:
+    views = _inversion_rows(num_clients=2)
+    assert "attack_seconds" in views["aggregate"]
+    assert "scored once" not in views["aggregate"]["psnr"].note
