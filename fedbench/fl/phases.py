@@ -44,9 +44,10 @@ class WireResult:
         aggregate: The channel's sum, or None when no message arrived.
         losses: Every trained client's local loss (rejected clients included).
         used_ids: Examples behind each delivered update (ground truth only).
-        aggregate_seconds: Time of ``channel.aggregate``.
-        plaintext_seconds: Time of a plaintext sum of the same updates right after it (the
-            same-run cost baseline), or None when no cost baseline was asked for.
+        aggregate_seconds: Wall-clock time of ``channel.aggregate``.
+        aggregate_cpu_seconds: Its CPU time (this process).
+        plaintext_cpu_seconds: CPU time of a plaintext sum of the same updates right after it
+            (the same-run cost baseline), or None when no cost baseline was asked for.
     """
 
     messages: dict[int, EncodedUpdate]
@@ -55,7 +56,8 @@ class WireResult:
     losses: list[float] = field(default_factory=list)
     used_ids: dict[int, torch.Tensor] = field(default_factory=dict)
     aggregate_seconds: float = 0.0
-    plaintext_seconds: float | None = None
+    aggregate_cpu_seconds: float = 0.0
+    plaintext_cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,10 @@ class RoundSummary:
         train_loss: Mean local loss over the trained clients (NaN when none trained).
         upload_bytes: Bytes uploaded by all clients in the round.
         uploaders: Clients that sent anything.
-        aggregate_seconds: Server aggregation time (None for a failed round).
-        plaintext_aggregate_seconds: The same-run plaintext baseline (None when not measured).
+        aggregate_seconds: Server aggregation wall-clock time (None for a failed round).
+        aggregate_cpu_seconds: Its CPU time (None for a failed round).
+        plaintext_aggregate_cpu_seconds: CPU time of the same-run plaintext baseline (None when
+            not measured).
         channel_stats: Channel-specific numbers (quantization error...).
         failed: Why the round failed, or None.
         accuracy: Test accuracy after the round (evaluation rounds only).
@@ -103,7 +107,8 @@ class RoundSummary:
     upload_bytes: int = 0
     uploaders: int = 0
     aggregate_seconds: float | None = None
-    plaintext_aggregate_seconds: float | None = None
+    aggregate_cpu_seconds: float | None = None
+    plaintext_aggregate_cpu_seconds: float | None = None
     channel_stats: dict[str, float] = field(default_factory=dict)
     failed: str | None = None
     accuracy: float | None = None

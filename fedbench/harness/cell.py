@@ -131,26 +131,27 @@ def round_row(summary: RoundSummary) -> RoundRow:
 
 
 def aggregation_time_ratio(history: list[RoundSummary], why: str) -> Metric:
-    """Median server aggregation time over the median time of a plaintext sum of the same
-    updates, timed right after it in each round (same data, same machine, same moment).
+    """Median server aggregation CPU time over the median CPU time of a plaintext sum of the
+    same updates, timed right after it in each round (same data, same process, same moment).
 
-    Medians over the completed rounds: one round preempted by another process (cells share
-    the machine under --jobs) must not decide a ratio of millisecond timings.
+    CPU time of this process on both sides, so the load of other processes (cells share the
+    machine under --jobs; CI runners differ) does not move the ratio; medians over the
+    completed rounds, so one slow round does not decide it.
     """
     timed = [
         r for r in history
-        if not r.failed and r.aggregate_seconds is not None
-        and r.plaintext_aggregate_seconds is not None
+        if not r.failed and r.aggregate_cpu_seconds is not None
+        and r.plaintext_aggregate_cpu_seconds
     ]
-    aggregated = median(r.aggregate_seconds or 0.0 for r in timed) if timed else 0.0
-    plain = median(r.plaintext_aggregate_seconds or 0.0 for r in timed) if timed else 0.0
-    per_round = [(r.aggregate_seconds or 0.0) / r.plaintext_aggregate_seconds for r in timed
-                 if r.plaintext_aggregate_seconds]
+    aggregated = median(r.aggregate_cpu_seconds or 0.0 for r in timed) if timed else 0.0
+    plain = median(r.plaintext_aggregate_cpu_seconds or 0.0 for r in timed) if timed else 0.0
+    per_round = [(r.aggregate_cpu_seconds or 0.0) / (r.plaintext_aggregate_cpu_seconds or 1.0)
+                 for r in timed]
     return Metric(
         "aggregation_time_ratio", _ratio(aggregated, plain), False, kind="cost", unit="×",
         timing=True, interval=bootstrap_median(np.array(per_round)),
-        note=why or "median server aggregation time / median time of a plaintext sum of the "
-                    "same updates, over the rounds",
+        note=why or "median server aggregation CPU time / median CPU time of a plaintext sum "
+                    "of the same updates, over the rounds",
     )
 
 

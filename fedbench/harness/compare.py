@@ -7,10 +7,10 @@ depend on the machine); ratios measured within one run are.
 
 Noise decides before tolerances do: where the baseline value has a 95% interval (over examples,
 seeds or rounds), a change that stays inside it is "within noise" and one outside it counts,
-whatever the fixed tolerance. A wall-clock ratio must leave both its interval and its tolerance
-(the rounds of one run do not show how much a busier machine moves it). pytest-benchmark JSON
-files are
-compared on the ``extra_info`` entries each benchmark declares in ``extra_info["compare"]``
+whatever the fixed tolerance. A timed ratio (CPU time of a channel over that of a plaintext
+sum, both in this process) must leave both its interval and its tolerance: the rounds of one
+run do not show how much another machine's caches and clock move it. pytest-benchmark JSON
+files are compared on the ``extra_info`` entries each benchmark declares in ``extra_info["compare"]``
 (``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
 """
 

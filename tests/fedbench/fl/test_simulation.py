@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -25,7 +26,9 @@ from fedbench.harness.build import build_data, model_factory
 from fedbench.seeding import Streams
 
 
-def _simulation(fl: dict[str, Any], defenses: list[Defense] = (), keep=(0,), **kw) -> Simulation:
+def _simulation(
+    fl: dict[str, Any], defenses: list[Defense] = (), keep=(0,), cost_baseline: bool = False, **kw
+) -> Simulation:
     cfg = parse_experiment({"model": {"name": "logreg"}, "fl": fl, **kw})
     streams = Streams(cfg.seed)
     data = build_data(cfg, streams)
@@ -41,6 +44,7 @@ def _simulation(fl: dict[str, Any], defenses: list[Defense] = (), keep=(0,), **k
         pipeline=pipeline,
         streams=streams,
         transcript=transcript,
+        cost_baseline=cost_baseline,
     )
 
 
@@ -264,3 +268,35 @@ def test_channel_subclass_contract() -> None:
             return AggregateResult(np.zeros(1), tuple(messages))
 
     assert Half().reveal(EncodedUpdate(0, np.zeros(1), 0)) is None  # hidden unless overridden
+
+
+class _WaitingChannel(PlaintextChannel):
+    """Waits 20 ms in every aggregation without computing: what another process holding the
+    CPU does to a protocol's wall-clock time."""
+
+    def aggregate(self, messages: Mapping[int, EncodedUpdate]) -> AggregateResult:
+        time.sleep(0.02)
+        return super().aggregate(messages)
+
+
+class _WaitingDefense(Defense):
+    def __init__(self) -> None:
+        self.channel = _WaitingChannel()
+
+
+def test_the_cost_baseline_ratio_counts_cpu_time_not_waiting() -> None:
+    # One torch thread, as a cell runs by default: idle OpenMP workers spin for a while after
+    # each parallel op, and that CPU time is the process's too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sim = _simulation({"num_clients": 3, "rounds": 2}, [_WaitingDefense()],
+                          cost_baseline=True)
+        history = sim.run().history
+    finally:
+        torch.set_num_threads(threads)
+    for summary in history:
+        assert summary.aggregate_seconds is not None and summary.aggregate_seconds >= 0.02
+        assert summary.aggregate_cpu_seconds is not None
+        assert summary.aggregate_cpu_seconds < summary.aggregate_seconds / 4
+        assert summary.plaintext_aggregate_cpu_seconds is not None
