@@ -7,6 +7,13 @@ are compared as multisets: label recovery finds which classes occur how often, n
 carries which. LPIPS is reported only when the ``lpips`` package and its AlexNet weights are on
 disk; otherwise its value is None and the note says it was skipped.
 
+Attacks that recover some inputs exactly and others not at all (imprint) are matched on the
+*log* of each pair's MSE instead (``match(..., cost="log_mse")``, the same as maximising the
+summed per-pair PSNR): on the summed MSE, one garbage reconstruction far from every image can
+make it cheaper to move an exact recovery onto the wrong image, and the exact recovery is then
+not counted. :func:`exact_recovery` scores such attacks by the fraction of inputs recovered
+above :data:`EXACT_PSNR` dB.
+
 Example:
     >>> import torch
     >>> truth = torch.rand(3, 1, 8, 8)
@@ -19,7 +26,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,24 +36,58 @@ from scipy.optimize import linear_sum_assignment
 
 from fedbench.metrics.base import Metric
 from fedbench.metrics.image import ImageMetric, mse, psnr, ssim
-from fedbench.metrics.intervals import bootstrap_mean
+from fedbench.metrics.intervals import bootstrap_mean, wilson
 
 LPIPS_SKIPPED = "skipped: LPIPS weights not available offline"
+#: A reconstruction above this PSNR (dB) counts as an exact recovery (float rounding only).
+EXACT_PSNR = 60.0
+#: Per-pair MSE floor: PSNR is capped at 10·log10(1/1e-12) = 120 dB, so an exact recovery (MSE
+#: of float rounding, or 0) gets a finite PSNR and means over images stay finite.
+MSE_FLOOR = 1e-12
+
+MatchCost = Literal["mse", "log_mse"]
 
 
-def match(reconstruction: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (reconstruction index, truth index) minimising the total pixel MSE.
-
-    With unequal counts only min(len(reconstruction), len(truth)) pairs are formed.
-    """
+def _flat_pair(
+    reconstruction: torch.Tensor, truth: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     rec = reconstruction.detach().cpu().double().flatten(1)
     ref = truth.detach().cpu().double().flatten(1)
     if rec.shape[1] != ref.shape[1]:
         raise ValueError(
             f"reconstructions have {rec.shape[1]} values each, true examples {ref.shape[1]}"
         )
-    cost = torch.cdist(rec, ref).pow(2).numpy() / rec.shape[1]
-    rows, cols = linear_sum_assignment(cost)
+    return rec, ref
+
+
+def pairwise_mse(reconstruction: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """The (reconstructions × true examples) matrix of per-pair pixel MSE, in float64.
+
+    Exact differences, one reconstruction at a time, not cdist's ‖a‖² + ‖b‖² − 2ab: that
+    expansion rounds an exact recovery's MSE to ~1e-16·‖x‖², which a log-MSE cost cannot
+    tell apart from a merely good one.
+    """
+    rec, ref = _flat_pair(reconstruction, truth)
+    out = torch.empty(len(rec), len(ref), dtype=torch.float64)
+    for i, row in enumerate(rec):
+        out[i] = (ref - row).pow(2).mean(1)
+    return out.numpy()
+
+
+def match(
+    reconstruction: torch.Tensor, truth: torch.Tensor, *, cost: MatchCost = "mse"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (reconstruction index, truth index) minimising the total pixel MSE, or with
+    ``cost="log_mse"`` the total log-MSE (floored at :data:`MSE_FLOOR`; see the module note).
+
+    With unequal counts only min(len(reconstruction), len(truth)) pairs are formed.
+    """
+    if cost == "log_mse":
+        costs = np.log(np.maximum(pairwise_mse(reconstruction, truth), MSE_FLOOR))
+    else:
+        rec, ref = _flat_pair(reconstruction, truth)
+        costs = torch.cdist(rec, ref).pow(2).numpy() / rec.shape[1]
+    rows, cols = linear_sum_assignment(costs)
     return rows, cols
 
 
@@ -177,3 +220,76 @@ def per_image_psnr(
         ordered[c] = rec[r]
         values[c] = psnr(rec[r], ref[c], data_range=data_range)
     return ordered, values
+
+
+@dataclass(frozen=True)
+class ExactRecovery:
+    """Per-input PSNR of an assignment on log-MSE, and which inputs were recovered exactly.
+
+    Attributes:
+        psnr: One value per true input (dB, capped at 120), NaN where no reconstruction was
+            assigned to it (fewer reconstructions than inputs).
+        exact: Whether each true input's reconstruction exceeds the threshold.
+        reconstructions: How many reconstructions there were.
+        threshold_db: The PSNR above which a recovery counts as exact.
+    """
+
+    psnr: np.ndarray
+    exact: np.ndarray
+    reconstructions: int
+    threshold_db: float = EXACT_PSNR
+
+    @property
+    def fraction(self) -> float:
+        """Share of the true inputs recovered exactly."""
+        return float(self.exact.mean()) if len(self.exact) else 0.0
+
+
+def exact_recovery(
+    reconstruction: torch.Tensor,
+    truth_x: torch.Tensor,
+    *,
+    data_kind: str = "image",
+    threshold_db: float = EXACT_PSNR,
+) -> ExactRecovery:
+    """Match on log-MSE and count the inputs whose reconstruction is above ``threshold_db``.
+
+    Every true input is counted once: an input without a reconstruction, or whose assigned one
+    is below the threshold, is not recovered.
+    """
+    rec, ref, data_range = _prepared(reconstruction, truth_x, data_kind)
+    values = np.full(len(ref), np.nan)
+    if len(rec):
+        errors = np.maximum(pairwise_mse(rec, ref), MSE_FLOOR)
+        rows, cols = linear_sum_assignment(np.log(errors))
+        values[cols] = 10 * np.log10(data_range**2 / errors[rows, cols])
+    exact = np.nan_to_num(values, nan=-np.inf) > threshold_db
+    return ExactRecovery(psnr=values, exact=exact, reconstructions=len(rec),
+                         threshold_db=threshold_db)
+
+
+def exact_recovery_metrics(recovery: ExactRecovery, *, note: str = "") -> list[Metric]:
+    """exact_recovery (share of inputs above the threshold, Wilson interval), psnr (mean
+    over the inputs that got a reconstruction, capped per input at 120 dB, bootstrap interval),
+    psnr_max, and the counts."""
+    matched = recovery.psnr[~np.isnan(recovery.psnr)]
+    inputs = len(recovery.exact)
+    missing = inputs - len(matched)
+    psnr_note = "; ".join(p for p in (
+        note, f"{missing} true examples had no reconstruction" if missing else "",
+        "per input capped at 120 dB",
+    ) if p)
+    return [
+        Metric("exact_recovery", recovery.fraction, False, kind="privacy",
+               note=f"share of inputs above {recovery.threshold_db:g} dB (log-MSE "
+                    "assignment; Wilson treats the inputs as independent)",
+               interval=wilson(int(recovery.exact.sum()), inputs)),
+        psnr.metric(float(matched.mean()) if len(matched) else None,
+                    note=psnr_note if len(matched) else "no reconstruction",
+                    interval=bootstrap_mean(matched)),
+        Metric("psnr_max", float(matched.max()) if len(matched) else None, False,
+               kind="privacy", unit="dB", note="best-recovered single example"),
+        Metric("images_recovered", float(recovery.exact.sum()), None, kind="info"),
+        Metric("images_matched", float(len(matched)), None, kind="info"),
+        Metric("reconstructions", float(recovery.reconstructions), None, kind="info"),
+    ]
