@@ -66,6 +66,7 @@ from fedbench.attacks.gradient_inversion.scoring import (
     failure_baseline,
 )
 from fedbench.attacks.gradient_inversion.views import InversionTarget
+from fedbench.fl.params import get_flat, num_params
 from fedbench.metrics.base import Metric
 from fedbench.params import PositiveFloat
 from fedbench.registry import register_attack
@@ -228,6 +229,24 @@ def imprinted_factory(
         return imprint_model(factory(), thresholds=thresholds, row=row, gain=gain)
 
     return build
+
+
+def imprinted_params(model: ImprintedModel, body_params: torch.Tensor) -> torch.Tensor:
+    """The flat w_t the server sends: ``model``'s block parameters, then ``body_params`` (the
+    honest model's flat w_t, in :func:`~fedbench.fl.params.get_flat` order)."""
+    block = get_flat(model.block)
+    if body_params.numel() != num_params(model.body):
+        raise ValueError(
+            f"the body has {num_params(model.body)} parameters, got a vector of "
+            f"{body_params.numel()}"
+        )
+    return torch.cat([block.to(body_params.dtype), body_params.detach().flatten()])
+
+
+def body_part(model: ImprintedModel, flat: torch.Tensor) -> torch.Tensor:
+    """The body's slice of a flat vector of the imprinted model (w or an update Δ): what the
+    server applies to its honest model once it has read the trap layer."""
+    return flat[num_params(model.block):]
 
 
 # -- reading the block back and recovering inputs ---------------------------------------------

@@ -24,11 +24,13 @@ from fedbench.attacks.gradient_inversion.imprint import (
     ImprintedModel,
     Statistic,
     bin_order,
+    body_part,
     expected_singletons,
     find_block,
     imprint_model,
     imprint_thresholds,
     imprinted_factory,
+    imprinted_params,
     occupied_bins,
     recover_inputs,
     singleton_variance,
@@ -39,7 +41,7 @@ from fedbench.attacks.gradient_inversion.scoring import exact_recovery, match
 from fedbench.data.tensors import TensorData
 from fedbench.fl.channel import Channel, PlaintextChannel
 from fedbench.fl.context import RoundContext
-from fedbench.fl.params import get_flat
+from fedbench.fl.params import get_flat, set_flat
 from fedbench.fl.views import AggregateView, ClientUpdateView, ViewKind
 from fedbench.metrics.base import Metric
 from fedbench.registry import ATTACKS, MODELS
@@ -214,6 +216,25 @@ def test_the_block_comes_first_in_the_flat_parameters(split: Split) -> None:
     torch.testing.assert_close(flat[: model.block.trap.weight.numel()],
                                model.block.trap.weight.detach().flatten())
     torch.testing.assert_close(flat[-10:], model.body[-1].bias.detach())  # type: ignore[index]
+
+
+def test_the_server_sends_the_block_with_the_honest_body_and_reads_the_body_update_back(
+    split: Split,
+) -> None:
+    honest = body_factory("mlp")()
+    with torch.no_grad():
+        for p in honest.parameters():
+            p.add_(0.01)  # some later w_t of the honest model
+    w_t = get_flat(honest)
+    build = imprinted(split, 8)
+    sent = imprinted_params(build(), w_t)
+    model = build()
+    set_flat(model, sent)
+    x = split.private.x[:4]
+    torch.testing.assert_close(model(x), honest(x), rtol=0, atol=0)
+    torch.testing.assert_close(body_part(model, sent), w_t)
+    with pytest.raises(ValueError, match="parameters"):
+        imprinted_params(model, w_t[:-1])
 
 
 def test_thresholds_split_the_public_data_into_equal_mass_bins(split: Split) -> None:
