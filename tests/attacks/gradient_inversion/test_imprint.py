@@ -175,11 +175,12 @@ def concat(batches: list[TensorData]) -> TensorData:
 
 
 def assert_singletons_recovered(exact: int, alone: int) -> None:
-    """Every exact recovery is a singleton, and every singleton is recovered but for the rare
-    one whose downstream gradient g(x) is so small that float32 rounding of Δ = w − w_t (or a
-    channel's quantization) is visible in the ratio (measured: 1 of 316 at 51 dB)."""
-    assert exact <= alone
-    assert alone - exact <= max(1, round(0.02 * alone)), (exact, alone)
+    """The exact recoveries are the singletons, up to two rare exceptions either way: a
+    singleton whose downstream gradient g(x) is so small that float32 rounding of Δ = w − w_t
+    (or a channel's quantization) shows in the ratio (measured: 1 of 316, at 51 dB), and a
+    crowded bin whose other inputs' g(x) are so small that the mixture is its one input above
+    60 dB (measured: 1 of 800 inputs, at 65 dB; a real recovery, correctly counted)."""
+    assert abs(alone - exact) <= max(1, round(0.02 * alone)), (exact, alone)
 
 
 def within_band(total: float, rounds: int, inputs: int, bins: int) -> tuple[float, float]:
