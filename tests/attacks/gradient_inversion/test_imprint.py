@@ -502,6 +502,50 @@ def test_coarse_secagg_quantization_blurs_the_recovery_unless_the_gain_fits_the_
     assert found[1000.0]["images_recovered"].value == 0
 
 
+def test_end_to_end_a_secagg_simulation_with_the_imprinted_model_leaks_its_singletons() -> None:
+    # The real round: the harness's data split, client SGD engine, SecAgg defense in the
+    # pipeline, transcript and threat model. The imprinted model stands in for what a
+    # malicious server broadcasts (its thresholds from the run's own population split).
+    from fedbench.attack import AttackTarget
+    from fedbench.config import parse_experiment
+    from fedbench.defenses.secagg.channel import SecAgg
+    from fedbench.fl.pipeline import Pipeline
+    from fedbench.fl.simulation import Simulation
+    from fedbench.fl.threat import ThreatModel
+    from fedbench.fl.transcript import Transcript
+    from fedbench.harness.build import build_data, model_factory
+
+    cfg = parse_experiment({
+        "data": "digits", "model": {"name": "mlp", "hidden": [32]}, "seed": 0,
+        "fl": {"algorithm": "fedsgd", "num_clients": 20, "clients_per_round": 5, "rounds": 1,
+               "batch_size": 2, "client_lr": LR},
+    })
+    streams = Streams(cfg.seed)
+    data = build_data(cfg, streams)
+    row = statistic_row(data.input_shape)
+    build = imprinted_factory(model_factory(cfg, data, streams), row=row,
+                              thresholds=imprint_thresholds(data.population.x, 32, row))
+    defense = SecAgg(quant_bits=32, bits=40)
+    sim = Simulation(
+        model_factory=build, data=data, fl=cfg.fl, pipeline=Pipeline([("secagg", defense)]),
+        streams=streams, transcript=Transcript(rounds=1, keep_rounds={0}),
+    ).run()
+    threat = ThreatModel(channel=defense.channel)
+    assert ViewKind.CLIENT_UPDATE not in threat.open_views()
+    view, truth = threat.view(ViewKind.AGGREGATE, AttackTarget(round=0),
+                              transcript=sim.transcript, private=sim.private, data=data)
+    assert truth.examples is not None and len(truth.examples) == 10
+    attack = Imprint()
+    known = knowledge(build, cfg.fl.recipe, data.population, input_shape=data.input_shape)
+    result = attack.run(view, known)
+    metrics = {m.name: m for m in attack.score(result, truth)}
+    alone = singletons(build, truth.examples.x)
+    assert alone > 0
+    value = metrics["images_recovered"].value
+    assert value is not None
+    assert_singletons_recovered(int(value), alone)
+
+
 # -- the registered attack and its scoring ----------------------------------------------------
 
 
