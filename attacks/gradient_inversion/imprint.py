@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -58,12 +59,14 @@ from torch.nn import functional as F
 
 from fedbench.attack import AttackerKnowledge, AttackResult, GroundTruth
 from fedbench.attacks.gradient_inversion.base import InversionAttack, pixel_box
+from fedbench.attacks.gradient_inversion.figures import reconstruction_grid
 from fedbench.attacks.gradient_inversion.objective import FunctionalModel
 from fedbench.attacks.gradient_inversion.scoring import (
     EXACT_PSNR,
     exact_recovery,
     exact_recovery_metrics,
     failure_baseline,
+    per_image_psnr,
 )
 from fedbench.attacks.gradient_inversion.views import InversionTarget
 from fedbench.fl.params import get_flat, num_params
@@ -425,3 +428,23 @@ class Imprint(InversionAttack):
                               kind="info"))
         metrics.append(failure_baseline(truth.examples.x, data_kind))
         return metrics
+
+    def figures(
+        self, result: AttackResult, truth: GroundTruth, folder: Path, *, caption: str = ""
+    ) -> list[Path]:
+        """The reconstruction grid, each true image over the reconstruction assigned to it on
+        log-MSE (as scored), so exact recoveries sit under their own image."""
+        if (
+            result.reconstruction is None
+            or truth.examples is None
+            or result.extras.get("data_kind") != "image"
+        ):
+            return []
+        ordered, values = per_image_psnr(result.reconstruction, truth.examples.x,
+                                         data_kind="image", cost="log_mse")
+        exact = sum(v > self.exact_db for v in values)
+        headline = (f"imprint on the {result.extras.get('view', '?')} view: {exact} of "
+                    f"{len(values)} inputs recovered exactly (> {self.exact_db:g} dB)")
+        title = "\n".join(p for p in (caption, headline) if p)
+        path = folder / f"{self.name}_reconstruction.png"
+        return [reconstruction_grid(truth.examples.x, ordered, values, path, title=title)]

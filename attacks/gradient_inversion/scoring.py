@@ -205,15 +205,16 @@ def failure_baseline(truth_x: torch.Tensor, data_kind: str) -> Metric:
 
 
 def per_image_psnr(
-    reconstruction: torch.Tensor, truth_x: torch.Tensor, *, data_kind: str
+    reconstruction: torch.Tensor, truth_x: torch.Tensor, *, data_kind: str,
+    cost: MatchCost = "mse",
 ) -> tuple[torch.Tensor, list[float]]:
     """Reconstructions reordered to match ``truth_x``, and each one's PSNR.
 
     Used by the figures: row i of the result sits under true example i. True examples without a
-    reconstruction get a NaN image and a NaN PSNR.
+    reconstruction get a NaN image and a NaN PSNR. ``cost`` as in :func:`match`.
     """
     rec, ref, data_range = _prepared(reconstruction, truth_x, data_kind)
-    rows, cols = match(rec, ref)
+    rows, cols = match(rec, ref, cost=cost)
     ordered = torch.full_like(ref, float("nan"))
     values = [float("nan")] * len(ref)
     for r, c in zip(rows, cols, strict=True):

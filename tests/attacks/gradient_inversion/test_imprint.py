@@ -570,6 +570,14 @@ def test_metrics_carry_directions_and_intervals(split: Split) -> None:
     assert metrics["imprint_bins"].value == 16
 
 
+def test_the_figure_puts_each_exact_recovery_under_its_own_image(split: Split, tmp_path) -> None:
+    build = imprinted(split, 16)
+    batch = draw(split.private, 8, torch.Generator().manual_seed(13))
+    result, _ = attack_and_score(client_view(build, batch), build, split, batch, 8)
+    paths = Imprint().figures(result, GroundTruth(examples=batch), tmp_path, caption="digits")
+    assert [p.name for p in paths] == ["imprint_reconstruction.png"] and paths[0].stat().st_size
+
+
 def test_log_mse_assignment_counts_an_exact_recovery_that_summed_mse_moves() -> None:
     # Truth A = 0.5, B = 1; reconstruction r1 = A exactly, r2 = 0 (garbage from a crowded bin).
     # Summed MSE: r1→A, r2→B costs 0 + 1; r1→B, r2→A costs 0.25 + 0.25, so it swaps and the
