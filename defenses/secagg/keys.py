@@ -1,5 +1,5 @@
-"""Keys of the protocol: X25519 agreement, HKDF-SHA256 derivation, AES-GCM for shares and GMAC
-for masked inputs.
+"""Keys of the protocol: X25519 agreement, HKDF-SHA256 derivation, AES-GCM for shares, GMAC
+for masked inputs, and Ed25519 signatures for the actively secure checks.
 
 Each client holds two X25519 key pairs per round, as in Bonawitz et al.: ``c`` to encrypt the
 secret shares it sends to other clients through the server, and ``s`` whose agreement with a
@@ -16,6 +16,10 @@ sender named, instead of being summed (a flipped byte moves the sum by up to 2^b
 GMAC (AES-GCM over an empty plaintext with the vector as associated data), the MAC of AES-GCM
 deployments, which OpenSSL computes at about the speed of AES-CTR itself.
 
+Signatures (Ed25519) are used only by the checks against a malicious server (:mod:`.checks`):
+a client signs its key advertisement and the survivor set it was told, so the server can
+neither substitute keys nor tell clients different stories without an honest client noticing.
+
 Example:
     >>> a, b = private_key_from_seed(bytes(16)), private_key_from_seed(bytes(range(16)))
     >>> ab = shared_secret(a, public_bytes(b))
@@ -30,8 +34,9 @@ from __future__ import annotations
 import os
 import struct
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -40,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 SEED_BYTES = 16
 PUBLIC_KEY_BYTES = 32
 TAG_BYTES = 16
+SIGNATURE_BYTES = 64  # Ed25519
 # Every AES-GCM key seals exactly one message (see share_key), so a constant nonce is safe.
 _NONCE = bytes(12)
 
@@ -116,3 +122,27 @@ def open_sealed(key: bytes, ciphertext: bytes, associated: bytes) -> bytes:
         return AESGCM(key).decrypt(_NONCE, ciphertext, associated)
     except InvalidTag:
         raise ValueError("ciphertext failed authentication (altered or misdirected)") from None
+
+
+def signing_key() -> Ed25519PrivateKey:
+    """A fresh Ed25519 signing key (from the OS CSPRNG, inside OpenSSL)."""
+    return Ed25519PrivateKey.generate()
+
+
+def verifying_bytes(key: Ed25519PrivateKey) -> bytes:
+    """The raw 32-byte Ed25519 public key of ``key``."""
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def sign(key: Ed25519PrivateKey, message: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``message``."""
+    return key.sign(message)
+
+
+def signature_valid(public: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is a valid Ed25519 signature of ``message`` under ``public``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

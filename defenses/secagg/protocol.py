@@ -30,10 +30,24 @@ real protocol, whose sizes are counted:
 
 A client drops by sending nothing from some stage on (:class:`Stage`). When any secret that the
 server needs has fewer than t answering holders the round aborts with
-:class:`~fedbench.errors.AggregationError` and nothing is returned. The threat model is an
-honest-but-curious server: the server here follows the protocol (the consistency-check round of
-the actively secure variant is not run), while clients refuse requests that would reveal both
-secrets of one client.
+:class:`~fedbench.errors.AggregationError` and nothing is returned. Clients refuse requests that
+would reveal both secrets of one client.
+
+**A malicious server.** Where the protocol leaves the server a choice (which survivor set each
+client is told, which signatures it forwards) the server asks its :class:`ServerPolicy`; the
+base class is the honest server, :mod:`.adversary` holds deviating ones, and colluding clients
+(``colluders``) hand the server every share they hold. Without the checks of the actively
+secure variant a server that tells some of a target's neighbours that it dropped and the others
+that it survived collects both of its secrets and unmasks its input. The checks
+(:mod:`.checks`, off by default) stop that:
+
+- signed advertisements (with ``model_consistency``: binding the hash of the model each client
+  received, compared between neighbours in round 1);
+- **ConsistencyCheck** (between rounds 2 and 3, with ``consistency``) – the server sends each
+  u ∈ U3 the survivor set it claims; u signs it (Ed25519); the server forwards the signatures;
+  u verifies them over its own set, needs a quorum of them, and from then on answers only an
+  unmasking request that agrees with the set it signed. A client that sees disagreement
+  refuses to unmask, and the round aborts with :class:`ConsistencyError` naming it.
 
 Example:
     >>> import numpy as np
@@ -48,6 +62,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import struct
 from collections import Counter
@@ -59,6 +74,18 @@ from functools import cached_property
 import numpy as np
 
 from fedbench.defenses.secagg import keys, shamir
+from fedbench.defenses.secagg.checks import (
+    SIGNATURE_BYTES,
+    Checks,
+    Directory,
+    SignatureBundle,
+    SurvivorSet,
+    SurvivorSignature,
+    advertisement_message,
+    invalid_signers,
+    model_digest,
+    survivors_message,
+)
 from fedbench.defenses.secagg.graph import Graph
 from fedbench.defenses.secagg.prg import MaskGenerator
 from fedbench.defenses.secagg.ring import Ring
@@ -78,11 +105,13 @@ class Stage(str, Enum):
     ADVERTISE_KEYS = "advertise_keys"
     SHARE_KEYS = "share_keys"
     MASKED_INPUT = "masked_input"
+    # Runs only with the consistency check; without it, dropping here is dropping at unmasking.
+    CONSISTENCY_CHECK = "consistency_check"
     UNMASKING = "unmasking"
 
     @property
     def order(self) -> int:
-        """Position of the stage in a round (0 to 3)."""
+        """Position of the stage in a round (0 to 4)."""
         return list(Stage).index(self)
 
 
@@ -90,21 +119,42 @@ class ProtocolViolation(AggregationError):
     """A party received a message that the honest protocol never sends; the round aborts."""
 
 
+class ConsistencyError(ProtocolViolation):
+    """A client saw the server tell different clients different things (survivor sets, models,
+    keys) and refuses to go on; the round aborts."""
+
+
 # -- messages ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class KeyAdvertisement:
-    """Round 0, client → server: the client's two public keys."""
+    """Round 0, client → server: the client's two public keys; with the checks also its
+    Ed25519 verifying key, the hash of the model it received and its signature of all that
+    (empty fields without them, so they cost nothing)."""
 
     sender: int
     cipher_public: bytes
     mask_public: bytes
+    verifying_key: bytes = b""
+    model_hash: bytes = b""
+    signature: bytes = b""
 
     @property
     def nbytes(self) -> int:
         """Size on the wire."""
-        return ID_BYTES + len(self.cipher_public) + len(self.mask_public)
+        return ID_BYTES + len(self.cipher_public) + len(self.mask_public) + self.check_nbytes
+
+    @property
+    def check_nbytes(self) -> int:
+        """The bytes that only the checks add."""
+        return len(self.verifying_key) + len(self.model_hash) + len(self.signature)
+
+    def signed_message(self, round_index: int) -> bytes:
+        """What the sender signs."""
+        return advertisement_message(
+            round_index, self.sender, self.cipher_public, self.mask_public, self.model_hash
+        )
 
 
 @dataclass(frozen=True)
@@ -196,12 +246,19 @@ class RoundSetup:
         ring: Z/2^b.
         graph: Who masks with whom.
         threshold: t, the number of a client's neighbours needed to reconstruct its secrets.
+        checks: The checks against a malicious server that the round runs.
     """
 
     round_index: int
     ring: Ring
     graph: Graph
     threshold: int
+    checks: Checks = field(default_factory=Checks)
+
+    @property
+    def where(self) -> str:
+        """The prefix of every message about this round."""
+        return f"round {self.round_index}"
 
     @cached_property
     def _members(self) -> np.ndarray:
@@ -241,14 +298,30 @@ class Client:
         setup: The round's public parameters.
         graph_commitment: The server's commitment to the graph seed, received before the round.
         server_public: The server's X25519 key of the round, which authenticates masked inputs.
+        directory: Where the verifying keys of the other clients are looked up (the PKI
+            stand-in); needed when the round runs checks.
+        model_hash: The hash of the model this client received (model-consistency check).
     """
 
     def __init__(
-        self, client_id: int, setup: RoundSetup, graph_commitment: bytes, server_public: bytes
+        self,
+        client_id: int,
+        setup: RoundSetup,
+        graph_commitment: bytes,
+        server_public: bytes,
+        *,
+        directory: Directory | None = None,
+        model_hash: bytes = b"",
     ) -> None:
         self.id = client_id
         self.setup = setup
+        self._where = f"{setup.where}: client {client_id}"
         self._graph_commitment = graph_commitment
+        self._directory = directory or Directory()
+        self._signing = keys.signing_key() if setup.checks.signs else None
+        self._model_hash = model_hash if setup.checks.model_consistency else b""
+        self._told: frozenset[int] | None = None  # the survivor set it signed
+        self._consistent = False
         self._cipher_key = keys.private_key_from_seed(keys.random_seed())
         self._key_seed = keys.random_seed()
         self._mask_key = keys.private_key_from_seed(self._key_seed)
@@ -264,10 +337,44 @@ class Client:
         self._answered = False
 
     def advertise_keys(self) -> KeyAdvertisement:
-        """Round 0."""
-        return KeyAdvertisement(
+        """Round 0 (signed when the round runs checks)."""
+        advert = KeyAdvertisement(
             self.id, keys.public_bytes(self._cipher_key), keys.public_bytes(self._mask_key)
         )
+        if self._signing is None:
+            return advert
+        advert = dataclasses.replace(
+            advert, verifying_key=keys.verifying_bytes(self._signing), model_hash=self._model_hash
+        )
+        signature = keys.sign(self._signing, advert.signed_message(self.setup.round_index))
+        return dataclasses.replace(advert, signature=signature)
+
+    def _check_signed_roster(self, roster: Mapping[int, KeyAdvertisement]) -> None:
+        """Every forwarded advertisement must carry its sender's signature under the key the
+        directory holds for it: the server can route keys, not replace them."""
+        forged = sorted(
+            v for v, advert in roster.items()
+            if (public := self._directory.key(v)) is None
+            or not keys.signature_valid(
+                public, advert.signed_message(self.setup.round_index), advert.signature
+            )
+        )
+        if forged:
+            raise ConsistencyError(
+                f"{self._where}: the forwarded key advertisements of clients {forged} do not "
+                "carry their senders' signatures (keys or model hashes substituted); it aborts"
+            )
+
+    def _check_models(self, roster: Mapping[int, KeyAdvertisement]) -> None:
+        """Model consistency: every neighbour must have signed the hash of the same model."""
+        differ = {v: a.model_hash.hex() for v, a in sorted(roster.items())
+                  if a.model_hash != self._model_hash}
+        if differ:
+            raise ConsistencyError(
+                f"{self._where} received the model {self._model_hash.hex()} but its neighbours "
+                f"{sorted(differ)} received different models ({differ}): the server sent "
+                "different models to different clients; it aborts"
+            )
 
     def _check_roster(self, graph: Graph, roster: Mapping[int, KeyAdvertisement]) -> None:
         setup = self.setup
@@ -292,6 +399,10 @@ class Client:
                 f"keys, fewer than the threshold {setup.threshold}; its secrets could not be "
                 "recovered, so the round aborts"
             )
+        if setup.checks.signs:
+            self._check_signed_roster(roster)
+        if setup.checks.model_consistency:
+            self._check_models(roster)
 
     def share_keys(self, graph: Graph, roster: Mapping[int, KeyAdvertisement]) -> SharedKeys:
         """Round 1: check the revealed graph and the forwarded keys, then deal the shares of
@@ -356,6 +467,71 @@ class Client:
         payload = ring.pack(masked)
         return MaskedInput(self.id, payload, masked.size, keys.tag(self._input_key, _wire(payload)))
 
+    # -- consistency check --------------------------------------------------------------------
+
+    def sign_survivors(self, told: SurvivorSet) -> SurvivorSignature:
+        """Consistency check, client side: sign the survivor set the server claims (once)."""
+        if self._signing is None or not self.setup.checks.consistency:
+            raise ProtocolViolation(f"{self._where}: the round runs no consistency check")
+        if self._told is not None:
+            raise ProtocolViolation(f"{self._where} was already told a survivor set")
+        if self.id not in told.survivors:
+            raise ConsistencyError(
+                f"{self._where} sent its masked input but the server's survivor set leaves it "
+                "out; it refuses to sign"
+            )
+        self._told = told.survivors
+        message = survivors_message(self.setup.round_index, told.survivors)
+        return SurvivorSignature(self.id, keys.sign(self._signing, message))
+
+    def check_signatures(self, bundle: SignatureBundle) -> None:
+        """Consistency check: every forwarded signature must verify over the set this client
+        signed, come from a member of it, and a quorum of them must arrive.
+
+        Raises:
+            ConsistencyError: The client saw disagreement; it will not unmask.
+        """
+        if self._told is None:
+            raise ProtocolViolation(f"{self._where} received signatures before signing a set")
+        told, quorum = self._told, self.setup.checks.quorum
+        signers = bundle.signers.tolist()
+        message = survivors_message(self.setup.round_index, told)
+        bad = invalid_signers(self._directory, bundle, message)
+        if bad:
+            raise ConsistencyError(
+                f"{self._where}: the signatures of clients {bad} do not verify over the survivor "
+                f"set of {len(told)} clients it was told: the server told clients different "
+                "survivor sets; it refuses to unmask"
+            )
+        outside = sorted(set(signers) - told)
+        if outside or len(set(signers)) != len(signers):
+            raise ConsistencyError(
+                f"{self._where}: forwarded signatures from clients {outside or signers} that "
+                "are not each a survivor once; it refuses to unmask"
+            )
+        if len(signers) < quorum:
+            raise ConsistencyError(
+                f"{self._where}: only {len(signers)} signatures on the survivor set it was "
+                f"told, fewer than the quorum {quorum}: the server may be showing other clients "
+                "another set; it refuses to unmask"
+            )
+        self._consistent = True
+
+    def _check_against_signed(self, alive: set[int]) -> None:
+        """With the consistency check, only a request that matches the signed set is answered."""
+        if not self._consistent or self._told is None:
+            raise ConsistencyError(
+                f"{self._where} has not passed the consistency check; it refuses to unmask"
+            )
+        expected = set(self.dealers) & self._told
+        if alive != expected:
+            raise ConsistencyError(
+                f"{self._where}: the unmasking request calls clients {sorted(alive ^ expected)} "
+                "otherwise than the survivor set it signed; it refuses to unmask"
+            )
+
+    # -- unmasking ----------------------------------------------------------------------------
+
     def _check_request(self, alive: set[int], gone: set[int]) -> None:
         setup = self.setup
         where = f"round {setup.round_index}: client {self.id}"
@@ -372,6 +548,8 @@ class Client:
                 f"{where}: the unmasking request lists {sorted(alive | gone)}, but the clients "
                 f"that dealt it shares are {sorted(self.dealers)}"
             )
+        if setup.checks.consistency:
+            self._check_against_signed(alive)
         if len(alive) < setup.threshold:
             raise AggregationError(
                 f"{where} refuses to unmask: only {len(alive)} of its neighbours sent masked "
@@ -414,6 +592,17 @@ class Client:
             self.id, _ids(self_owners), rows(self_rows), _ids(key_owners), rows(key_rows)
         )
 
+    def reveal_shares(self) -> UnmaskingResponse:
+        """What a client colluding with the server hands it: both shares of every dealer
+        (never sent by an honest client; see :mod:`.adversary`)."""
+        pairs = [self._open(v, c) for v, c in zip(self.dealers, self._inbox.ciphertexts,
+                                                  strict=True)]
+        owners = _ids(self.dealers)
+        empty = np.zeros((0, SHARE_BYTES), dtype=np.uint8)
+        key_rows = np.stack([p[:SHARE_BYTES] for p in pairs]) if pairs else empty
+        self_rows = np.stack([p[SHARE_BYTES:] for p in pairs]) if pairs else empty
+        return UnmaskingResponse(self.id, owners, self_rows, owners, key_rows)
+
 
 @dataclass(frozen=True)
 class _Holdings:
@@ -437,11 +626,53 @@ class _Holdings:
         }
 
 
+class ServerPolicy:
+    """The server's choices where the protocol leaves it one. This base class is the honest
+    server; a malicious one (:mod:`.adversary`) overrides what it tells whom.
+
+    Every method is given the :class:`Server` (whose state it may read: the keys, the dealt
+    commitments, the masked inputs, ``colluders``).
+    """
+
+    def survivor_set(
+        self, server: Server, client: int, survivors: frozenset[int]
+    ) -> frozenset[int]:
+        """The survivor set U3 that ``client`` is told (in the consistency check, and, unless
+        :meth:`unmasking_survivors` says otherwise, in its unmasking request)."""
+        return survivors
+
+    def unmasking_survivors(
+        self, server: Server, client: int, survivors: frozenset[int]
+    ) -> frozenset[int]:
+        """The survivors that ``client``'s unmasking request names (the rest of its dealing
+        neighbours are named as dropped)."""
+        return self.survivor_set(server, client, survivors)
+
+    def forward_signatures(
+        self,
+        server: Server,
+        client: int,
+        signatures: Mapping[int, SurvivorSignature],
+        told: Mapping[int, frozenset[int]],
+    ) -> Mapping[int, SurvivorSignature]:
+        """The consistency-check signatures forwarded to ``client`` (``told``: what each
+        signer was told)."""
+        return signatures
+
+    def after_unmasking(
+        self, server: Server, responses: Mapping[int, UnmaskingResponse], masks: MaskGenerator
+    ) -> None:
+        """Whatever the server does with what it holds after the unmasking round
+        (``responses`` include the colluders' every share)."""
+
+
 class Server:
     """The server's side: routes messages, sums masked inputs, reconstructs and unmasks.
 
     Args:
         setup: The round's public parameters.
+        policy: What it tells whom where the protocol leaves a choice (honest by default).
+        colluders: Clients that hand the server every share they hold.
 
     Attributes:
         public: The server's X25519 key of the round (clients agree their input keys with it).
@@ -450,8 +681,17 @@ class Server:
             secrets were reconstructed from the others).
     """
 
-    def __init__(self, setup: RoundSetup) -> None:
+    def __init__(
+        self,
+        setup: RoundSetup,
+        *,
+        policy: ServerPolicy | None = None,
+        colluders: Collection[int] = (),
+    ) -> None:
         self.setup = setup
+        self.policy = policy or ServerPolicy()
+        self.colluders = frozenset(colluders)
+        self.inputs: dict[int, MaskedInput] = {}  # the authentic masked inputs
         self._key = keys.private_key_from_seed(keys.random_seed())
         self.public = keys.public_bytes(self._key)
         self.keys: dict[int, KeyAdvertisement] = {}
@@ -562,19 +802,63 @@ class Server:
         for message in accepted[1:]:
             np.add(total, ring.unpack(message.payload, dim), out=total)
         self.senders = frozenset(m.sender for m in accepted)
+        self.inputs = {m.sender: m for m in accepted}
         return total
+
+    def survivor_sets(self, survivors: Collection[int]) -> dict[int, SurvivorSet]:
+        """Consistency check: the survivor set each survivor is told."""
+        alive = frozenset(survivors)
+        return {u: SurvivorSet(self.policy.survivor_set(self, u, alive)) for u in sorted(alive)}
+
+    def route_signatures(
+        self, signatures: Mapping[int, SurvivorSignature], told: Mapping[int, frozenset[int]]
+    ) -> dict[int, SignatureBundle]:
+        """Consistency check: the signatures forwarded to each signer."""
+        for u, message in signatures.items():
+            if message.sender != u or len(message.signature) != SIGNATURE_BYTES:
+                raise ProtocolViolation(f"{self._where}: malformed signature of client {u}")
+        return {
+            u: SignatureBundle.of(self.policy.forward_signatures(self, u, signatures, told))
+            for u in sorted(signatures)
+        }
 
     def unmasking_requests(
         self, survivors: Collection[int]
     ) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
-        """Round 3 requests: for each survivor, its dealing neighbours that survived / dropped."""
+        """Round 3 requests: for each survivor, its dealing neighbours that survived / dropped
+        (as far as the policy tells it)."""
         alive = frozenset(survivors)
         dealers = frozenset(self.dealt)
         requests = {}
         for u in sorted(alive):
             mine = self.setup.graph.neighbours(u) & dealers
-            requests[u] = (mine & alive, mine - alive)
+            told = self.policy.unmasking_survivors(self, u, alive)
+            requests[u] = (mine & told, mine - told)
         return requests
+
+    def reconstruct_secret(
+        self, kind: str, owner: int, responses: Mapping[int, UnmaskingResponse]
+    ) -> bytes:
+        """One secret (``kind``: "self-mask seed" or "key seed") of ``owner`` from every share
+        of it in ``responses``, checked against its commitment.
+
+        Raises:
+            AggregationError: Fewer than t shares of it, or shares that do not reconstruct it.
+        """
+        return self._reconstruct(kind, [owner], self._gather(responses, kind))[owner]
+
+    def pairwise_seeds(self, owner: int, key_seed: bytes) -> dict[int, bytes]:
+        """The seeds of the masks ``owner`` shares with each dealing neighbour, from its key
+        seed (and their public mask keys)."""
+        private = keys.private_key_from_seed(key_seed)
+        partners = sorted(self.setup.graph.neighbours(owner) & set(self.dealt))
+        return {
+            v: keys.mask_seed(
+                keys.shared_secret(private, self.keys[v].mask_public),
+                round_index=self.setup.round_index, a=owner, b=v,
+            )
+            for v in partners
+        }
 
     def unmask(
         self,
@@ -751,6 +1035,10 @@ class SumResult:
             unmasked as dropouts), with the reason.
         altered_shares: Holder → the clients whose share it altered; their secrets were
             reconstructed from the other holders' shares.
+        check_bytes: Bytes (uploads and downloads of all clients) that each check added:
+            "consistency_check" (signed advertisements and the check round) and
+            "model_consistency" (the model hashes, and the advertisement signatures when the
+            consistency check is off).
     """
 
     total: np.ndarray
@@ -762,6 +1050,7 @@ class SumResult:
     revealed_keys: frozenset[int] = frozenset()
     rejected: dict[int, str] = field(default_factory=dict)
     altered_shares: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    check_bytes: dict[str, int] = field(default_factory=dict)
 
 
 class SecAggRound:
@@ -778,10 +1067,16 @@ class SecAggRound:
         round_index: Bound into every derived key.
         dropouts: Clients that drop, with the stage from which they send nothing.
         masks: The mask generator to reuse (a new one otherwise).
+        checks: The checks against a malicious server (:class:`~.checks.Checks`; none by
+            default).
+        model_hashes: The hash of the model each client received (the Transcript's
+            ``model_hashes``); required with the model-consistency check.
+        server_policy: What the server tells whom (:class:`ServerPolicy`: honest by default).
+        colluders: Clients that hand the server every share they hold.
 
     Raises:
         AggregationError: The round cannot even set up (a client has fewer than t neighbours
-            with keys).
+            with keys); :class:`ConsistencyError` when a check sees disagreement.
 
     Example:
         >>> import numpy as np
@@ -802,6 +1097,10 @@ class SecAggRound:
         round_index: int = 0,
         dropouts: Mapping[int, Stage] | None = None,
         masks: MaskGenerator | None = None,
+        checks: Checks | None = None,
+        model_hashes: Mapping[int, str] | None = None,
+        server_policy: ServerPolicy | None = None,
+        colluders: Collection[int] = (),
     ) -> None:
         members = tuple(sorted(set(clients)))
         if members != graph.clients:
@@ -826,14 +1125,24 @@ class SecAggRound:
             raise ValueError(f"dropouts name clients {unknown} that are not in the round")
         if masks is not None and masks.ring != ring:
             raise ValueError("the mask generator works in a different ring")
-        self.setup = RoundSetup(round_index, ring, graph, threshold)
+        checks = checks or Checks()
+        digests = _model_digests(checks, model_hashes, members)
+        strangers = sorted(set(colluders) - set(members))
+        if strangers:
+            raise ValueError(f"colluders name clients {strangers} that are not in the round")
+        self.setup = RoundSetup(round_index, ring, graph, threshold, checks)
         self.masks = masks or MaskGenerator(ring)
-        self.server = Server(self.setup)
+        self.server = Server(self.setup, policy=server_policy, colluders=colluders)
+        self.directory = Directory()
         self.clients = {
-            c: Client(c, self.setup, graph.commitment, self.server.public) for c in members
+            c: Client(c, self.setup, graph.commitment, self.server.public,
+                      directory=self.directory, model_hash=digests.get(c, b""))
+            for c in members
         }
         self.upload: Counter[int] = Counter()
         self.download: Counter[int] = Counter()
+        self.check_bytes: Counter[str] = Counter()
+        self.refused: dict[int, str] = {}  # clients that saw disagreement, with what they saw
         self._dealers: frozenset[int] = frozenset()
         self._run_key_rounds()
 
@@ -850,12 +1159,18 @@ class SecAggRound:
         }
         for c, advert in adverts.items():
             self.upload[c] += advert.nbytes
+            self._count_advert_checks(advert)
+            if advert.verifying_key:
+                # The PKI stand-in: registered as the client sent it, before the server sees it.
+                self.directory.register(c, advert.verifying_key)
         rosters = self.server.route_keys(adverts)
         # The graph seed and the server's round key come with the roster.
         seed_bytes = len(self.setup.graph.seed) + len(self.server.public)
         dealt: dict[int, SharedKeys] = {}
         for c in adverts:
             self.download[c] += seed_bytes + sum(a.nbytes for a in rosters[c].values())
+            for advert in rosters[c].values():
+                self._count_advert_checks(advert)
             if self.sends(c, Stage.SHARE_KEYS):
                 dealt[c] = self.clients[c].share_keys(self.setup.graph, rosters[c])
                 self.upload[c] += dealt[c].nbytes
@@ -865,6 +1180,14 @@ class SecAggRound:
             self.download[c] += inbox.nbytes
         self._dealers = frozenset(dealt)
 
+    def _count_advert_checks(self, advert: KeyAdvertisement) -> None:
+        """Attribute an advertisement's check bytes (sent or forwarded) to the checks."""
+        hash_bytes = len(advert.model_hash)
+        signing = advert.check_nbytes - hash_bytes
+        self.check_bytes["model_consistency"] += hash_bytes
+        owner = "consistency_check" if self.setup.checks.consistency else "model_consistency"
+        self.check_bytes[owner] += signing
+
     def masked_input(self, client_id: int, values: np.ndarray) -> MaskedInput | None:
         """Client side of round 2; None when the client no longer takes part."""
         if client_id not in self._dealers or not self.sends(client_id, Stage.MASKED_INPUT):
@@ -873,15 +1196,69 @@ class SecAggRound:
         self.upload[client_id] += message.nbytes
         return message
 
+    def consistency_check(self, survivors: Collection[int]) -> None:
+        """The consistency-check round: survivor sets out, signatures in and forwarded, each
+        signer verifies. Clients that see disagreement are recorded in ``refused`` (they will
+        not unmask); the others go on."""
+        told = self.server.survivor_sets(survivors)
+        signatures: dict[int, SurvivorSignature] = {}
+        for u, survivor_set in told.items():
+            self._count_check(u, down=survivor_set.nbytes)
+            if not self.sends(u, Stage.CONSISTENCY_CHECK):
+                continue
+            try:
+                signatures[u] = self.clients[u].sign_survivors(survivor_set)
+            except ConsistencyError as err:
+                self.refused[u] = str(err)
+                continue
+            self._count_check(u, up=signatures[u].nbytes)
+        sets = {u: m.survivors for u, m in told.items()}
+        for u, bundle in self.server.route_signatures(signatures, sets).items():
+            self._count_check(u, down=bundle.nbytes)
+            try:
+                self.clients[u].check_signatures(bundle)
+            except ConsistencyError as err:
+                self.refused[u] = str(err)
+
+    def _count_check(self, client: int, *, up: int = 0, down: int = 0) -> None:
+        self.upload[client] += up
+        self.download[client] += down
+        self.check_bytes["consistency_check"] += up + down
+
     def unmasking_responses(self, survivors: Collection[int]) -> dict[int, UnmaskingResponse]:
-        """Round 3 on the clients' side: each survivor still online answers once."""
+        """Round 3 on the clients' side: each survivor still online, and not refusing after the
+        consistency check, answers once (a request that contradicts what it signed is refused
+        and recorded in ``refused``)."""
         responses = {}
         for u, (alive, gone) in self.server.unmasking_requests(survivors).items():
             self.download[u] += ID_BYTES * (len(alive) + len(gone))
-            if self.sends(u, Stage.UNMASKING):
+            if not self.sends(u, Stage.UNMASKING) or u in self.refused:
+                continue
+            try:
                 responses[u] = self.clients[u].unmask(alive, gone)
-                self.upload[u] += responses[u].nbytes
+            except ConsistencyError as err:
+                self.refused[u] = str(err)
+                continue
+            self.upload[u] += responses[u].nbytes
         return responses
+
+    def server_view(
+        self, responses: Mapping[int, UnmaskingResponse]
+    ) -> dict[int, UnmaskingResponse]:
+        """The shares the server holds after unmasking: the answers, and from each colluder
+        that holds shares every share it holds (instead of its honest answer)."""
+        view = dict(responses)
+        for c in sorted(self.server.colluders & self._dealers):
+            view[c] = self.clients[c].reveal_shares()
+        return view
+
+    def _refusal(self) -> ConsistencyError:
+        first = min(self.refused)
+        return ConsistencyError(
+            f"{self.setup.where}: the consistency check failed: clients {sorted(self.refused)} "
+            f"saw disagreement and refused to unmask; nothing is returned (first: "
+            f"{self.refused[first]})"
+        )
 
     def aggregate(self, inputs: Mapping[int, MaskedInput]) -> SumResult:
         """Rounds 2–3 on the server: sum, unmask, and return Σ x_u over the senders.
@@ -893,7 +1270,13 @@ class SecAggRound:
         """
         total = self.server.sum_masked(inputs)
         survivors = self.server.senders
+        if self.setup.checks.consistency:
+            self.consistency_check(survivors)
         responses = self.unmasking_responses(survivors)
+        # A deviating server acts on what it got, whether or not honest clients refused.
+        self.server.policy.after_unmasking(self.server, self.server_view(responses), self.masks)
+        if self.refused:
+            raise self._refusal()
         unmasked = self.server.unmask(total, survivors, responses, self.masks)
         dropped = {
             c: self.dropouts.get(c, Stage.MASKED_INPUT)
@@ -910,7 +1293,24 @@ class SecAggRound:
             revealed_keys=self.server.revealed_keys,
             rejected=dict(self.server.rejected),
             altered_shares={h: tuple(o) for h, o in sorted(self.server.altered.items())},
+            check_bytes=dict(self.check_bytes),
         )
+
+
+def _model_digests(
+    checks: Checks, model_hashes: Mapping[int, str] | None, members: tuple[int, ...]
+) -> dict[int, bytes]:
+    """Each client's model hash on the wire, when the model-consistency check runs."""
+    if not checks.model_consistency:
+        return {}
+    missing = sorted(set(members) - set(model_hashes or {}))
+    if missing:
+        raise ValueError(
+            f"the model-consistency check needs the model hash of every client; clients "
+            f"{missing} have none"
+        )
+    assert model_hashes is not None
+    return {c: model_digest(model_hashes[c]) for c in members}
 
 
 def secure_sum(
@@ -922,6 +1322,10 @@ def secure_sum(
     round_index: int = 0,
     dropouts: Mapping[int, Stage] | None = None,
     masks: MaskGenerator | None = None,
+    checks: Checks | None = None,
+    model_hashes: Mapping[int, str] | None = None,
+    server_policy: ServerPolicy | None = None,
+    colluders: Collection[int] = (),
 ) -> SumResult:
     """Run one whole round over ``inputs`` (client → vector of ring elements).
 
@@ -933,13 +1337,19 @@ def secure_sum(
         round_index: Bound into every derived key.
         dropouts: Clients that drop, with the stage from which they send nothing.
         masks: The mask generator to reuse.
+        checks: The checks against a malicious server.
+        model_hashes: Each client's model hash (model-consistency check).
+        server_policy: What the server tells whom.
+        colluders: Clients that hand the server every share they hold.
 
     Raises:
-        AggregationError: Too many dropouts (or tampering): the round aborts.
+        AggregationError: Too many dropouts (or tampering): the round aborts;
+            :class:`ConsistencyError` when a check sees disagreement.
     """
     rnd = SecAggRound(
         inputs, ring=ring, graph=graph, threshold=threshold, round_index=round_index,
-        dropouts=dropouts, masks=masks,
+        dropouts=dropouts, masks=masks, checks=checks, model_hashes=model_hashes,
+        server_policy=server_policy, colluders=colluders,
     )
     sent = {}
     for c, values in inputs.items():

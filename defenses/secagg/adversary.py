@@ -1,0 +1,231 @@
+"""Active adversaries against the protocol: a deviating server and colluding clients.
+
+Both are real participants: a :class:`~.protocol.ServerPolicy` is what the round's server asks
+whenever the protocol leaves it a choice, and colluders are clients of the round that hand the
+server every share they hold (``SecAggRound(colluders=...)``).
+
+- :class:`CoalitionServer` follows the protocol and, after unmasking, tries to unmask each
+  target's *individual* input from what it holds: its self-mask seed b from t self-mask shares
+  and its key seed from t key-seed shares. An honest client gives one of the two per neighbour,
+  so only colluders' extra shares can complete the second: with fewer than t colluding
+  neighbours the server learns nothing beyond the sum (:attr:`CoalitionServer.failures` says
+  why), with t it learns the input exactly.
+- :class:`SplitViewServer` is the protocol deviation of Bonawitz et al.'s malicious server: it
+  tells some of the target's neighbours that the target dropped (they answer with its key-seed
+  share) and the others that it survived (its self-mask share). Without the consistency check,
+  t of each unmask it: x = y − PRG(b) ∓ the pairwise masks from the key seed. With the check,
+  honest clients see the disagreement and refuse (:class:`~.protocol.ConsistencyError`).
+- :func:`colluders_view` is what k colluding clients hold by themselves, and
+  :meth:`CollusionView.honest_sum` what they learn from the sum: the honest clients' total.
+
+Example:
+    >>> import numpy as np
+    >>> from fedbench.defenses.secagg.graph import Graph
+    >>> from fedbench.defenses.secagg.protocol import secure_sum
+    >>> from fedbench.defenses.secagg.ring import Ring
+    >>> ring = Ring(16)
+    >>> inputs = {c: np.full(2, c + 1, dtype=ring.dtype) for c in range(6)}
+    >>> server = SplitViewServer(target=0)
+    >>> _ = secure_sum(inputs, ring=ring, graph=Graph.full(range(6)), threshold=2,
+    ...                server_policy=server)
+    >>> server.recovered[0].tolist()
+    [1, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedbench.defenses.secagg.prg import MaskGenerator
+from fedbench.defenses.secagg.protocol import (
+    SecAggRound,
+    Server,
+    ServerPolicy,
+    SurvivorSignature,
+    UnmaskingResponse,
+)
+from fedbench.defenses.secagg.ring import Ring
+from fedbench.errors import AggregationError
+
+SELF_MASK = "self-mask seed"
+KEY_SEED = "key seed"
+
+
+def unmask_input(
+    server: Server, owner: int, self_mask_seed: bytes, key_seed: bytes, masks: MaskGenerator
+) -> np.ndarray:
+    """x_owner from its masked input: y − PRG(b) − Σ_{v>owner} PRG(s) + Σ_{v<owner} PRG(s),
+    the pairwise seeds recomputed from the owner's key seed (a new ring vector)."""
+    message = server.inputs[owner]
+    x = np.array(server.setup.ring.unpack(message.payload, message.dim), copy=True)
+    pairs = server.pairwise_seeds(owner, key_seed)
+    # The owner added PRG(s_uv) for partners above it and subtracted it below: undo both.
+    masks.apply(
+        x,
+        add=[seed for v, seed in pairs.items() if v < owner],
+        subtract=[self_mask_seed, *(seed for v, seed in pairs.items() if v > owner)],
+    )
+    return x
+
+
+class CoalitionServer(ServerPolicy):
+    """A server that follows the protocol, helped by colluding clients, and then tries to
+    unmask each target's individual input.
+
+    Args:
+        targets: The clients to unmask; None: every survivor that does not collude.
+
+    Attributes:
+        recovered: Target → its input (ring vector), for each target that was unmasked.
+        failures: Target → why it could not be unmasked (too few shares of a secret).
+    """
+
+    def __init__(self, targets: Collection[int] | None = None) -> None:
+        self.targets = None if targets is None else frozenset(targets)
+        self.recovered: dict[int, np.ndarray] = {}
+        self.failures: dict[int, str] = {}
+
+    def _targets(self, server: Server) -> list[int]:
+        chosen = self.targets if self.targets is not None else server.senders - server.colluders
+        return sorted(chosen)
+
+    def after_unmasking(
+        self, server: Server, responses: Mapping[int, UnmaskingResponse], masks: MaskGenerator
+    ) -> None:
+        for owner in self._targets(server):
+            if owner not in server.inputs:
+                self.failures[owner] = f"client {owner} sent no authentic masked input"
+                continue
+            secrets = {}
+            for kind in (SELF_MASK, KEY_SEED):
+                try:
+                    secrets[kind] = server.reconstruct_secret(kind, owner, responses)
+                except AggregationError as err:
+                    self.failures[owner] = f"its {kind}: {err}"
+                    break
+            else:
+                self.recovered[owner] = unmask_input(
+                    server, owner, secrets[SELF_MASK], secrets[KEY_SEED], masks
+                )
+
+
+class SplitViewServer(CoalitionServer):
+    """The SecAgg protocol deviation: tell ``key_holders`` of the target's neighbours that it
+    dropped, and every other client that it survived.
+
+    Args:
+        target: The client whose input the server wants.
+        key_holders: The neighbours told that the target dropped; None picks the fewest that
+            complete t key-seed shares together with the colluders' (the first by id), so that
+            as many as possible are left to give self-mask shares.
+        forward: "matching" forwards to each client only the consistency-check signatures of
+            clients told the same survivor set (the best a server can do to pass the check);
+            "all" forwards every signature.
+    """
+
+    def __init__(
+        self,
+        target: int,
+        *,
+        key_holders: Collection[int] | None = None,
+        forward: str = "matching",
+    ) -> None:
+        super().__init__(targets=(target,))
+        if forward not in ("matching", "all"):
+            raise ValueError(f"forward must be 'matching' or 'all', got {forward!r}")
+        self.target = target
+        self.forward = forward
+        self._key_holders = None if key_holders is None else frozenset(key_holders)
+
+    def key_holders(self, server: Server, survivors: frozenset[int]) -> frozenset[int]:
+        """The neighbours told that the target dropped."""
+        if self._key_holders is not None:
+            return self._key_holders
+        neighbours = server.setup.graph.neighbours(self.target) & set(server.dealt)
+        colluding = len(neighbours & server.colluders)
+        needed = max(0, server.setup.threshold - colluding)
+        honest = sorted((neighbours & survivors) - server.colluders)
+        return frozenset(honest[:needed])
+
+    def survivor_set(
+        self, server: Server, client: int, survivors: frozenset[int]
+    ) -> frozenset[int]:
+        if self.target in survivors and client in self.key_holders(server, survivors):
+            return survivors - {self.target}
+        return survivors
+
+    def forward_signatures(
+        self,
+        server: Server,
+        client: int,
+        signatures: Mapping[int, SurvivorSignature],
+        told: Mapping[int, frozenset[int]],
+    ) -> Mapping[int, SurvivorSignature]:
+        if self.forward == "all":
+            return signatures
+        return {v: s for v, s in signatures.items() if told[v] == told[client]}
+
+
+@dataclass(frozen=True)
+class CollusionView:
+    """What k colluding clients hold together.
+
+    Attributes:
+        members: The colluders.
+        inputs: Their own encoded inputs.
+        shares: Each colluder's shares of every dealing neighbour, both kinds (what they would
+            hand the server).
+    """
+
+    members: frozenset[int]
+    inputs: dict[int, np.ndarray]
+    shares: dict[int, UnmaskingResponse]
+
+    def honest_sum(self, total: np.ndarray, ring: Ring) -> np.ndarray:
+        """Σ over the other contributors: the round's sum minus the colluders' own inputs
+        (what they learn from the sum; the last honest client's input when n − 1 collude)."""
+        rest = np.array(total, dtype=ring.dtype, copy=True)
+        for values in self.inputs.values():
+            np.subtract(rest, values.astype(ring.dtype, copy=False), out=rest)
+        return ring.reduce(rest)
+
+    def shares_of(self, owner: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(holders, shares) of ``owner``'s ``kind`` secret ("self-mask seed" or "key seed")
+        among the colluders, sorted by holder."""
+        holders, rows = [], []
+        for holder, response in sorted(self.shares.items()):
+            owners, shares = (
+                (response.self_mask_owners, response.self_mask_shares)
+                if kind == SELF_MASK else (response.key_owners, response.key_shares)
+            )
+            hit = np.flatnonzero(owners == owner)
+            if hit.size:
+                holders.append(holder)
+                rows.append(shares[int(hit[0])])
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.uint8)
+        return np.asarray(holders, dtype=np.int64), np.stack(rows)
+
+
+def colluders_view(
+    rnd: SecAggRound, colluders: Collection[int], inputs: Mapping[int, np.ndarray]
+) -> CollusionView:
+    """What the clients ``colluders`` of ``rnd`` hold together, after the key rounds.
+
+    Args:
+        rnd: The round (its key rounds have run).
+        colluders: The colluding clients.
+        inputs: Every client's encoded input; only the colluders' are kept.
+    """
+    members = frozenset(colluders)
+    strangers = sorted(members - set(rnd.clients))
+    if strangers:
+        raise ValueError(f"colluders {strangers} are not clients of the round")
+    return CollusionView(
+        members=members,
+        inputs={c: np.asarray(inputs[c]) for c in sorted(members)},
+        shares={c: rnd.clients[c].reveal_shares() for c in sorted(members)},
+    )
