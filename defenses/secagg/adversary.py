@@ -120,7 +120,8 @@ class SplitViewServer(CoalitionServer):
         target: The client whose input the server wants.
         key_holders: The neighbours told that the target dropped; None picks the fewest that
             complete t key-seed shares together with the colluders' (the first by id), so that
-            as many as possible are left to give self-mask shares.
+            as many as possible are left to give self-mask shares, and none when the rest
+            cannot give t of those (the lie would only abort the round).
         forward: "matching" forwards to each client only the consistency-check signatures of
             clients told the same survivor set (the best a server can do to pass the check);
             "all" forwards every signature.
@@ -144,10 +145,15 @@ class SplitViewServer(CoalitionServer):
         """The neighbours told that the target dropped."""
         if self._key_holders is not None:
             return self._key_holders
+        threshold = server.setup.threshold
         neighbours = server.setup.graph.neighbours(self.target) & set(server.dealt)
         colluding = len(neighbours & server.colluders)
-        needed = max(0, server.setup.threshold - colluding)
+        needed = max(0, threshold - colluding)
         honest = sorted((neighbours & survivors) - server.colluders)
+        if len(neighbours & survivors) - needed < threshold:
+            # Too few holders for t of each: lying would only abort the round and expose the
+            # server, so it stays honest (and fails to unmask the target).
+            return frozenset()
         return frozenset(honest[:needed])
 
     def survivor_set(

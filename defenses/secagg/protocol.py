@@ -1182,6 +1182,8 @@ class SecAggRound:
 
     def _count_advert_checks(self, advert: KeyAdvertisement) -> None:
         """Attribute an advertisement's check bytes (sent or forwarded) to the checks."""
+        if not advert.check_nbytes:
+            return
         hash_bytes = len(advert.model_hash)
         signing = advert.check_nbytes - hash_bytes
         self.check_bytes["model_consistency"] += hash_bytes
