@@ -18,22 +18,32 @@ Example:
 
     In a config: ``defenses: [{name: secagg, neighbours: auto, bits: 32, quant_bits: 16,
     clip_range: [-0.5, 0.5], dropout: 0.1}]``.
+
+Against a malicious server (:mod:`.checks`): ``consistency_check: true`` runs the signed
+consistency-check round, ``model_consistency: true`` binds each client's model hash (read from
+``ctx.notes[MODEL_HASHES_NOTE]``, which the harness fills from the broadcast) into its signed
+advertisement. Both are off by default; :meth:`SecAggChannel.expect_malicious_server` turns the
+consistency check on unless the config set it. :meth:`SecAggChannel.set_adversary` makes the
+round's server deviate (a :class:`~.protocol.ServerPolicy` per round) and names colluding
+clients; what a deviating server unmasked is in :meth:`SecAggChannel.recovered_updates`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, Strict
+from pydantic import Field, Strict, model_validator
 
 from fedbench.defense import Defense
+from fedbench.defenses.secagg.adversary import CoalitionServer
+from fedbench.defenses.secagg.checks import Checks, signature_quorum
 from fedbench.defenses.secagg.encoding import FloatQuantizer, IntegerEncoder
 from fedbench.defenses.secagg.graph import Graph, Plan, choose_degree, full_threshold, majority
 from fedbench.defenses.secagg.prg import MaskGenerator
-from fedbench.defenses.secagg.protocol import SecAggRound, Stage
+from fedbench.defenses.secagg.protocol import SecAggRound, ServerPolicy, Stage
 from fedbench.errors import AggregationError, ConfigError
 from fedbench.fl.channel import AggregateResult, Channel, EncodedUpdate
 from fedbench.fl.context import RoundContext, RunInfo
@@ -44,12 +54,19 @@ from fedbench.registry import register_defense
 Neighbours = Literal["full", "auto"] | Annotated[int, Field(ge=2, multiple_of=2)]
 """'full' (SecAgg), 'auto' (SecAgg+, k from the tolerated fractions) or an even k ≥ 2 (the
 degree of a Harary graph)."""
-DropoutStage = Literal["advertise_keys", "share_keys", "masked_input", "unmasking", "random"]
+DropoutStage = Literal[
+    "advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking", "random"
+]
 # t as a fraction of a client's share holders: at most half would let the server collect both
 # secrets of a client.
 ThresholdFraction = Annotated[float, Field(gt=0.5, le=1, allow_inf_nan=False)]
 ToleratedFraction = Annotated[float, Field(ge=0, lt=0.5, allow_inf_nan=False)]
 MIN_CLIENTS = 3  # with two, each learns the other's update from the sum and its own
+MODEL_HASHES_NOTE = "model_hashes"
+"""The ``RoundContext.notes`` key of the round's client → model hash (the broadcast's
+``hashes``), read by the model-consistency check."""
+ServerPolicyFactory = Callable[[RoundContext], ServerPolicy]
+"""Builds the server's policy for one round (e.g. a deviation aimed at one client)."""
 
 
 class SecAggProtocol(ParamBlock):
@@ -65,7 +82,12 @@ class SecAggProtocol(ParamBlock):
         dropout: Fraction of the sampled clients that drop out each round (simulated).
         dropout_stage: The protocol stage at which they drop, or "random" (per client).
         tolerated_dropout: δ, the dropout fraction the round must survive (sizes k and checks t).
-        tolerated_corruption: γ, the fraction of clients that may collude with the server.
+        tolerated_corruption: γ, the fraction of clients that may collude with the server (also
+            sizes the consistency check's signature quorum).
+        consistency_check: Run the consistency-check round of the actively secure variant
+            (signed survivor sets; clients abort on disagreement), against a malicious server.
+        model_consistency: Clients bind the hash of the model they received into their signed
+            key advertisement and abort when a neighbour's differs.
     """
 
     neighbours: Neighbours = "full"
@@ -74,6 +96,28 @@ class SecAggProtocol(ParamBlock):
     dropout_stage: DropoutStage = "masked_input"
     tolerated_dropout: ToleratedFraction = 0.1
     tolerated_corruption: ToleratedFraction = 0.1
+    consistency_check: bool = False
+    model_consistency: bool = False
+
+    @model_validator(mode="after")
+    def _stage_runs(self) -> SecAggProtocol:
+        if self.dropout_stage == "consistency_check" and not self.consistency_check:
+            raise ValueError(
+                "dropout_stage 'consistency_check' needs consistency_check: true (without the "
+                "check that stage does not run)"
+            )
+        return self
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The protocol stages a round runs (the consistency check only when enabled)."""
+        return [s for s in Stage if s is not Stage.CONSISTENCY_CHECK or self.consistency_check]
+
+    def for_malicious_server(self) -> SecAggProtocol:
+        """These settings with the consistency check on, unless the config set it."""
+        if "consistency_check" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"consistency_check": True})
 
 
 def _slack(bound: float, values: np.ndarray) -> float:
@@ -102,10 +146,36 @@ class SecAggChannel(Channel):
         self._ctx: RoundContext | None = None
         self._round: SecAggRound | None = None
         self._abort: str | None = None
+        self._abort_error: AggregationError | None = None  # raised as is (e.g. a check's)
         self._reference: np.ndarray | None = None
         self._in_range: np.ndarray | None = None  # Σ of the clipped updates: what is encoded
         self._clipped = 0
         self._values = 0
+        self._policy_factory: ServerPolicyFactory | None = None
+        self._colluders: frozenset[int] = frozenset()
+        self.server_policies: dict[int, ServerPolicy] = {}  # round → the server's policy
+
+    # -- adversaries ------------------------------------------------------------------------
+
+    def expect_malicious_server(self) -> None:
+        """Turn the consistency check on, unless the config set ``consistency_check``."""
+        self.protocol = self.protocol.for_malicious_server()
+
+    def set_adversary(
+        self, server: ServerPolicyFactory | None = None, colluders: Collection[int] = ()
+    ) -> None:
+        """Make each round's server follow ``server(ctx)`` (honest when None) and let the
+        sampled clients among ``colluders`` hand it every share they hold."""
+        self._policy_factory = server
+        self._colluders = frozenset(colluders)
+
+    def recovered_updates(self, round_index: int) -> dict[int, np.ndarray]:
+        """Client → the update a deviating server unmasked in round ``round_index`` (decoded
+        float64, as clipped and rounded by the encoder); empty when it unmasked none."""
+        policy = self.server_policies.get(round_index)
+        if not isinstance(policy, CoalitionServer):
+            return {}
+        return {c: self.encoder.decode(v, 1) for c, v in sorted(policy.recovered.items())}
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -153,12 +223,31 @@ class SecAggChannel(Channel):
         holders = plan.degree or expected - 1
         tolerated = self.protocol.tolerated_dropout
         survivors = holders - math.ceil(tolerated * holders)
-        if survivors >= plan.threshold:
-            return []
-        return [
+        problems = [] if survivors >= plan.threshold else [
             f"secagg: with {expected} clients per round a client has {holders} share "
             f"holders and needs {plan.threshold}; losing a tolerated_dropout={tolerated} "
             f"fraction of them leaves {survivors}: lower the threshold or tolerated_dropout"
+        ]
+        return problems + self._quorum_problems(expected)
+
+    def quorum(self, clients: int) -> int:
+        """The consistency check's signature quorum for a round of ``clients``."""
+        corrupt = math.ceil(self.protocol.tolerated_corruption * clients)
+        return signature_quorum(clients, corrupt=min(corrupt, clients - 1))
+
+    def _quorum_problems(self, clients: int) -> list[str]:
+        """Whether the tolerated dropouts leave the consistency check its quorum."""
+        if not self.protocol.consistency_check:
+            return []
+        tolerated = self.protocol.tolerated_dropout
+        signers = clients - math.ceil(tolerated * clients)
+        quorum = self.quorum(clients)
+        if signers >= quorum:
+            return []
+        return [
+            f"secagg: consistency_check with {clients} clients per round needs {quorum} "
+            f"signatures, but losing a tolerated_dropout={tolerated} fraction leaves {signers}: "
+            "lower tolerated_dropout or tolerated_corruption"
         ]
 
     # -- one round ---------------------------------------------------------------------------
@@ -168,6 +257,7 @@ class SecAggChannel(Channel):
         self._ctx = ctx
         self._round = None
         self._abort = None
+        self._abort_error = None
         self._reference = np.zeros(ctx.dim, dtype=np.float64)
         self._in_range = np.zeros(ctx.dim, dtype=np.float64)
         self._clipped = self._values = 0
@@ -186,6 +276,10 @@ class SecAggChannel(Channel):
         plan = self.plan(len(sampled))
         seed = ctx.streams.numpy("secagg.graph", ctx.round).bytes(32)
         graph = Graph.from_plan(sampled, plan, seed=seed)
+        hashes = self._model_hashes(ctx)
+        if self._abort is not None:
+            return
+        policy = self._policy(ctx)
         try:
             self._round = SecAggRound(
                 sampled,
@@ -195,9 +289,42 @@ class SecAggChannel(Channel):
                 round_index=ctx.round,
                 dropouts=self.draw_dropouts(sampled, ctx),
                 masks=self.masks,
+                checks=self._checks(len(sampled)),
+                model_hashes=hashes,
+                server_policy=policy,
+                colluders=self._colluders & set(sampled),
             )
         except AggregationError as err:
-            self._abort = str(err)
+            self._abort, self._abort_error = str(err), err
+
+    def _checks(self, clients: int) -> Checks:
+        protocol = self.protocol
+        return Checks(
+            consistency=protocol.consistency_check,
+            model_consistency=protocol.model_consistency,
+            quorum=self.quorum(clients) if protocol.consistency_check else 0,
+        )
+
+    def _model_hashes(self, ctx: RoundContext) -> dict[int, str] | None:
+        """The round's model hashes, when the model-consistency check needs them."""
+        if not self.protocol.model_consistency:
+            return None
+        hashes = ctx.notes.get(MODEL_HASHES_NOTE)
+        missing = sorted(set(ctx.sampled) - set(hashes or {}))
+        if hashes is None or missing:
+            self._abort = (
+                f"round {ctx.round}: secagg: model_consistency needs each sampled client's model "
+                f"hash in ctx.notes[{MODEL_HASHES_NOTE!r}]; clients {missing} have none"
+            )
+            return None
+        return {c: str(hashes[c]) for c in ctx.sampled}
+
+    def _policy(self, ctx: RoundContext) -> ServerPolicy | None:
+        if self._policy_factory is None:
+            return None
+        policy = self._policy_factory(ctx)
+        self.server_policies[ctx.round] = policy
+        return policy
 
     def _check_rounding(self, total: np.ndarray, bound: float, clients: int) -> None:
         """Refuse a decoded sum further from the clipped updates' sum than rounding can move it:
@@ -218,7 +345,8 @@ class SecAggChannel(Channel):
         rng = ctx.streams.numpy("secagg.dropout", ctx.round)
         count = round(self.protocol.dropout * len(sampled))
         chosen = rng.choice(np.asarray(sampled), size=count, replace=False)
-        stages = list(Stage)
+        # Only the stages that run: without the check, the draws are those of four stages.
+        stages = self.protocol.stages
         return {
             int(c): (
                 stages[int(rng.integers(len(stages)))]
@@ -266,6 +394,8 @@ class SecAggChannel(Channel):
 
     def aggregate(self, messages: Mapping[int, EncodedUpdate]) -> AggregateResult:
         """Server side: sum the masked inputs, run the unmasking round, decode."""
+        if self._abort_error is not None:
+            raise self._abort_error
         if self._abort is not None:
             raise AggregationError(self._abort)
         if self._round is None:
@@ -292,7 +422,7 @@ class SecAggChannel(Channel):
         # simulation has already recorded why.
         dropped = {
             c: f"dropped at {stage.value}"
-            + (" (input included in the sum)" if stage is Stage.UNMASKING else "")
+            + (" (input included in the sum)" if stage.order > Stage.MASKED_INPUT.order else "")
             for c, stage in result.dropped.items()
             if c in self._round.dropouts
         }
@@ -300,6 +430,8 @@ class SecAggChannel(Channel):
         dropped.update(result.rejected)
         if result.altered_shares:
             stats["altered_share_holders"] = float(len(result.altered_shares))
+        for check, nbytes in result.check_bytes.items():
+            stats[f"{check}_bytes"] = float(nbytes)
         return AggregateResult(
             total=total,
             contributors=result.contributors,
@@ -327,9 +459,13 @@ class SecAgg(Defense):
         quant_bits: Quantization levels per coordinate, 2^quant_bits.
         clip_range: (lo, hi) every coordinate is clipped to (after the FedAvg weighting).
         dropout: Fraction of sampled clients that drop out each round (simulated).
-        dropout_stage: "advertise_keys", "share_keys", "masked_input", "unmasking" or "random".
+        dropout_stage: "advertise_keys", "share_keys", "masked_input", "consistency_check"
+            (needs the check), "unmasking" or "random".
         tolerated_dropout: δ the protocol is sized for.
         tolerated_corruption: γ the protocol is sized for.
+        consistency_check: Run the consistency-check round (signed survivor sets) against a
+            malicious server.
+        model_consistency: Clients bind their model's hash into their signed advertisement.
 
     Example:
         >>> SecAgg(bits=32, quant_bits=16).channel.encoder.step
@@ -348,7 +484,16 @@ class SecAgg(Defense):
         dropout_stage: DropoutStage = "masked_input",
         tolerated_dropout: ToleratedFraction = 0.1,
         tolerated_corruption: ToleratedFraction = 0.1,
+        consistency_check: bool | None = None,
+        model_consistency: bool = False,
     ) -> None:
+        if dropout_stage == "consistency_check" and not consistency_check:
+            raise ConfigError(
+                "secagg: dropout_stage 'consistency_check' needs consistency_check: true "
+                "(without the check that stage does not run)"
+            )
+        # None (the default) means off, but not set: a malicious adversary may turn it on.
+        explicit = {} if consistency_check is None else {"consistency_check": consistency_check}
         protocol = SecAggProtocol(
             neighbours=neighbours,
             threshold=threshold,
@@ -356,6 +501,8 @@ class SecAgg(Defense):
             dropout_stage=dropout_stage,
             tolerated_dropout=tolerated_dropout,
             tolerated_corruption=tolerated_corruption,
+            model_consistency=model_consistency,
+            **explicit,
         )
         self.channel: SecAggChannel = SecAggChannel(
             encoder=FloatQuantizer(clip_range=clip_range, quant_bits=quant_bits, bits=bits),
