@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from fedbench.errors import ConfigError
 from fedbench.fl.recipe import TrainingRecipe
@@ -151,6 +159,10 @@ class FLConfig(_Strict):
         return float(self.num_clients)
 
 
+#: The frameworks that can simulate a cell (``ExperimentConfig.framework``).
+Framework = Literal["fedbench", "flower", "flower-server-clipping"]
+
+
 class ExperimentConfig(_Strict):
     """One experiment: data, partition, model, FL settings, defenses and attacks.
 
@@ -174,6 +186,11 @@ class ExperimentConfig(_Strict):
         canaries: For one-run DP auditing: this many records are drawn from the clients' data
             and each is kept in training with probability ½ (the others are removed before
             training starts); membership attacks are then scored on the canaries.
+        framework: Which framework simulates the cell: fedbench's own simulation, or a real
+            Flower simulation (``fedbench.integrations.flower_sim``) whose recorded transcript
+            the attacks then read; ``flower-server-clipping`` runs ``dp_fedavg`` as Flower's
+            server-side fixed clipping instead of its client-side one. Without ``dp_fedavg``
+            that choice changes nothing and is normalised to ``flower``.
     """
 
     name: str = "experiment"
@@ -190,6 +207,16 @@ class ExperimentConfig(_Strict):
     delta: float = Field(1e-5, gt=0, lt=1)
     canaries: int = Field(0, ge=0)
     threads: int = Field(1, ge=1)
+    framework: Framework = "fedbench"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The default framework is left out, so that every cell fedbench simulates keeps the
+        # id (a hash of this dump) and the records it had before the field existed.
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("framework") == "fedbench":
+            del dumped["framework"]
+        return dumped
 
     @model_validator(mode="after")
     def _components(self) -> ExperimentConfig:
@@ -201,6 +228,11 @@ class ExperimentConfig(_Strict):
             "defenses": [d.validated(DEFENSES) for d in self.defenses],
             "attacks": [a.validated(ATTACKS) for a in self.attacks],
         }
+        if self.framework == "flower-server-clipping" and not any(
+                d.name == "dp_fedavg" for d in self.defenses):
+            # Where Flower clips dp_fedavg's updates; with nothing to clip the cell is the
+            # plain Flower cell (one id, so a suite sweeping both runs it once).
+            updates["framework"] = "flower"
         for key, value in updates.items():
             object.__setattr__(self, key, value)
         return self
