@@ -12,7 +12,12 @@ Modules, one job each:
 - :mod:`.shamir` – batched Shamir sharing over GF(65537) with commitments (a tampered share is
   found with spare shares, or fails loudly);
 - :mod:`.graph` – complete graph or random k-regular Harary graph, choice of k and t;
-- :mod:`.protocol` – the four message rounds, dropouts, byte counts, authentication, unmasking;
+- :mod:`.protocol` – the message rounds, dropouts, byte counts, authentication, unmasking, and
+  the :class:`~.protocol.ServerPolicy` a server consults where the protocol gives it a choice;
+- :mod:`.checks` – against a malicious server: signed advertisements (Ed25519), the
+  model-consistency check and the consistency-check round's messages and quorum;
+- :mod:`.adversary` – a deviating server (:class:`~.adversary.SplitViewServer`), a server with
+  colluding clients (:class:`~.adversary.CoalitionServer`), and what colluders see;
 - :mod:`.channel` – the ``secagg`` Channel and Defense.
 
 Reusing the protocol with another encoding (e.g. distributed DP): give
