@@ -84,6 +84,11 @@ def run_deviation(case: dict, checks: Checks | None) -> tuple[SplitViewServer, d
 @settings(max_examples=40, deadline=None)
 @given(deviations())
 def test_without_the_check_the_deviation_unmasks_the_target_exactly(case: dict) -> None:
+    check_deviation_without_the_check(case)
+
+
+def check_deviation_without_the_check(case: dict) -> None:
+    """Where t of each share can be had, the target's input comes out exactly."""
     server, inputs, result = run_deviation(case, checks=None)
     target = case["target"]
     if deviation_succeeds(case):
@@ -97,11 +102,35 @@ def test_without_the_check_the_deviation_unmasks_the_target_exactly(case: dict) 
     assert result.total.tolist() == plain_sum(inputs, result.contributors, Ring(case["bits"]))
 
 
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None)
+@given(deviations())
+def test_without_the_check_the_deviation_unmasks_the_target_exactly_many_trials(
+    case: dict,
+) -> None:
+    check_deviation_without_the_check(case)
+
+
 @settings(max_examples=40, deadline=None)
 @given(deviations(), st.sampled_from(["matching", "all"]))
 def test_with_the_check_honest_clients_abort_and_nothing_is_revealed(
     case: dict, forward: str
 ) -> None:
+    check_deviation_with_the_check(case, forward)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None)
+@given(deviations(), st.sampled_from(["matching", "all"]))
+def test_with_the_check_honest_clients_abort_and_nothing_is_revealed_many_trials(
+    case: dict, forward: str
+) -> None:
+    check_deviation_with_the_check(case, forward)
+
+
+def check_deviation_with_the_check(case: dict, forward: str) -> None:
+    """The server deviates wherever it can; with the check, the round aborts and it has
+    nothing of the target."""
     graph = case["graph"]
     quorum = signature_quorum(len(graph.clients), corrupt=len(case["colluders"]))
     checks = Checks(consistency=True, quorum=quorum)
