@@ -123,8 +123,9 @@ class SplitViewServer(CoalitionServer):
             as many as possible are left to give self-mask shares, and none when the rest
             cannot give t of those (the lie would only abort the round).
         forward: "matching" forwards to each client only the consistency-check signatures of
-            clients told the same survivor set (the best a server can do to pass the check);
-            "all" forwards every signature.
+            clients told the same survivor set, and the colluders' signatures on that client's
+            set (they sign both: the best a server can do to pass the check); "all" forwards
+            every signature as it came.
     """
 
     def __init__(
@@ -172,7 +173,13 @@ class SplitViewServer(CoalitionServer):
     ) -> Mapping[int, SurvivorSignature]:
         if self.forward == "all":
             return signatures
-        return {v: s for v, s in signatures.items() if told[v] == told[client]}
+        mine = told[client]
+        chosen = {v: s for v, s in signatures.items() if told[v] == mine}
+        # Colluders sign whatever set helps: each group gets their signatures on its own set.
+        for c, accomplice in server.accomplices.items():
+            if c in signatures and c not in chosen:
+                chosen[c] = accomplice.sign_any(mine)
+        return chosen
 
 
 @dataclass(frozen=True)

@@ -484,6 +484,14 @@ class Client:
         message = survivors_message(self.setup.round_index, told.survivors)
         return SurvivorSignature(self.id, keys.sign(self._signing, message))
 
+    def sign_any(self, survivors: frozenset[int]) -> SurvivorSignature:
+        """A colluding client's extra signature, over whatever set the server asks (an honest
+        client signs once, the set it was told); see :mod:`.adversary`."""
+        if self._signing is None:
+            raise ProtocolViolation(f"{self._where}: the round runs no consistency check")
+        message = survivors_message(self.setup.round_index, survivors)
+        return SurvivorSignature(self.id, keys.sign(self._signing, message))
+
     def check_signatures(self, bundle: SignatureBundle) -> None:
         """Consistency check: every forwarded signature must verify over the set this client
         signed, come from a member of it, and a quorum of them must arrive.
@@ -691,6 +699,7 @@ class Server:
         self.setup = setup
         self.policy = policy or ServerPolicy()
         self.colluders = frozenset(colluders)
+        self.accomplices: dict[int, Client] = {}  # the colluders themselves, set by the round
         self.inputs: dict[int, MaskedInput] = {}  # the authentic masked inputs
         self._key = keys.private_key_from_seed(keys.random_seed())
         self.public = keys.public_bytes(self._key)
@@ -1139,6 +1148,7 @@ class SecAggRound:
                       directory=self.directory, model_hash=digests.get(c, b""))
             for c in members
         }
+        self.server.accomplices = {c: self.clients[c] for c in sorted(self.server.colluders)}
         self.upload: Counter[int] = Counter()
         self.download: Counter[int] = Counter()
         self.check_bytes: Counter[str] = Counter()

@@ -294,3 +294,29 @@ def test_n_minus_two_colluders_learn_only_the_sum_of_the_last_two() -> None:
     learned = colluders_view(rnd, colluders, inputs).honest_sum(result.total, rnd.setup.ring)
     assert learned.tolist() == plain_sum(inputs, rest, rnd.setup.ring)
     assert learned.tolist() != inputs[2].tolist()
+
+
+def test_the_quorum_must_count_colluders_that_sign_both_sets() -> None:
+    """n = 10, t = 6, three colluding neighbours of the target sign both sets: 7 signatures on
+    one set, 6 on the other. A quorum of a plain majority (6) lets both groups pass and the
+    target is unmasked; the quorum with the colluders counted (7) makes the smaller group
+    refuse."""
+    ring, clients = Ring(32), tuple(range(10))
+    inputs = random_inputs(clients, ring, dim=5, seed=4)
+    colluders = frozenset({7, 8, 9})
+
+    def attack(quorum: int) -> SplitViewServer:
+        server = SplitViewServer(0)
+        secure_sum(inputs, ring=ring, graph=Graph.full(clients), threshold=6,
+                   checks=Checks(consistency=True, quorum=quorum), server_policy=server,
+                   colluders=colluders)
+        return server
+
+    fooled = attack(signature_quorum(10))
+    np.testing.assert_array_equal(fooled.recovered[0], inputs[0])
+    server = SplitViewServer(0)
+    with pytest.raises(ConsistencyError, match=r"clients \[1, 2, 3\] saw disagreement"):
+        secure_sum(inputs, ring=ring, graph=Graph.full(clients), threshold=6,
+                   checks=Checks(consistency=True, quorum=signature_quorum(10, corrupt=3)),
+                   server_policy=server, colluders=colluders)
+    assert server.recovered == {}
