@@ -35,7 +35,13 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, Strict, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    model_serializer,
+    model_validator,
+)
 
 from fedbench.defense import Defense
 from fedbench.defenses.secagg.adversary import CoalitionServer
@@ -107,6 +113,17 @@ class SecAggProtocol(ParamBlock):
                 "check that stage does not run)"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        # The checks are left out unless a config set them, so that every configuration written
+        # before they existed keeps its cell id (a hash of the dump), and a check a config set
+        # (even to false) survives a round trip through the records.
+        dumped: dict[str, object] = handler(self)
+        for name in ("consistency_check", "model_consistency"):
+            if name not in self.model_fields_set:
+                dumped.pop(name, None)
+        return dumped
 
     @property
     def stages(self) -> list[Stage]:

@@ -143,3 +143,16 @@ def test_a_client_dropping_at_the_check_keeps_its_input_in_the_sum() -> None:
     [(client, why)] = result.dropped.items()
     assert why == "dropped at consistency_check (input included in the sum)"
     assert client in result.contributors
+
+
+def test_the_protocol_group_dumps_the_checks_only_when_a_config_set_them() -> None:
+    """distributed_dp's cells written before the checks existed keep their ids, and an explicit
+    false survives the round trip (so a malicious adversary does not turn it on)."""
+    before = {"neighbours": "full", "threshold": None, "dropout": 0.0,
+              "dropout_stage": "masked_input", "tolerated_dropout": 0.1,
+              "tolerated_corruption": 0.1}
+    assert SecAggProtocol().model_dump(mode="json") == before
+    explicit = SecAggProtocol.model_validate({"consistency_check": False})
+    again = SecAggProtocol.model_validate(explicit.model_dump(mode="json"))
+    assert again.for_malicious_server().consistency_check is False
+    assert DEFENSES.validate("distributed_dp", {})["secagg"] == before
