@@ -30,6 +30,7 @@ from pydantic import (
 from fedbench.errors import ConfigError
 from fedbench.fl.recipe import TrainingRecipe
 from fedbench.registry import (
+    ADVERSARIES,
     ATTACKS,
     DATASETS,
     DEFENSES,
@@ -175,6 +176,9 @@ class ExperimentConfig(_Strict):
         fl: Federated training settings.
         defenses: Defense components, composed in order into one round pipeline.
         attacks: Attack components run against the views the defenses leave open.
+        adversary: Who attacks (a registered adversary, :mod:`fedbench.adversary`): an
+            honest-but-curious server by default, or a malicious server / colluding clients
+            that act at the seams a real one has; the views follow from defenses × adversary.
         seed: Root of all random streams.
         device: Torch device ("cpu", "cuda", "cuda:1"...).
         mia_candidates: Members and as many non-members given to membership attacks (at most).
@@ -201,6 +205,7 @@ class ExperimentConfig(_Strict):
     fl: FLConfig = FLConfig()
     defenses: list[ComponentConfig] = Field(default_factory=list)
     attacks: list[ComponentConfig] = Field(default_factory=list)
+    adversary: ComponentConfig = ComponentConfig(name="honest_but_curious")
     seed: int = Field(0, ge=0)
     device: str = "cpu"
     mia_candidates: int = Field(500, ge=2)
@@ -213,9 +218,12 @@ class ExperimentConfig(_Strict):
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # The default framework is left out, so that every cell fedbench simulates keeps the
         # id (a hash of this dump) and the records it had before the field existed.
+        # So is the default adversary, for the same reason.
         dumped: dict[str, Any] = handler(self)
         if dumped.get("framework") == "fedbench":
             del dumped["framework"]
+        if dumped.get("adversary") == {"name": "honest_but_curious", "params": {}}:
+            del dumped["adversary"]
         return dumped
 
     @model_validator(mode="after")
@@ -227,6 +235,7 @@ class ExperimentConfig(_Strict):
             "model": self.model.validated(MODELS),
             "defenses": [d.validated(DEFENSES) for d in self.defenses],
             "attacks": [a.validated(ATTACKS) for a in self.attacks],
+            "adversary": self.adversary.validated(ADVERSARIES),
         }
         if self.framework == "flower-server-clipping" and not any(
                 d.name == "dp_fedavg" for d in self.defenses):

@@ -33,6 +33,7 @@ from fedbench.errors import ConfigError
 if TYPE_CHECKING:  # the component interfaces import the registry to register themselves
     from torch import nn
 
+    from fedbench.adversary import Adversary
     from fedbench.attack import Attack
     from fedbench.data.dataset import Dataset
     from fedbench.data.partition import Partitioner
@@ -52,6 +53,7 @@ class Component(Generic[T]):
     context: tuple[str, ...]
     summary: str
     moved: Mapping[str, str] = field(default_factory=dict)
+    added: frozenset[str] = frozenset()
 
     def parameters(self) -> dict[str, str]:
         """Parameter name -> 'type = default' (for `fedbench list`)."""
@@ -156,7 +158,12 @@ class Registry(Generic[T]):
         self._loaded = not self._builtin and entry_point_group is None
 
     def register(
-        self, name: str, *, context: Sequence[str] = (), moved: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        context: Sequence[str] = (),
+        moved: Mapping[str, str] | None = None,
+        added: Sequence[str] = (),
     ) -> Callable[[F], F]:
         """Decorator registering a class or factory function under ``name``.
 
@@ -167,6 +174,9 @@ class Registry(Generic[T]):
             moved: Parameters this component used to take, by their new (dotted) place: a
                 config using an old name is refused with the new one, and records written
                 with it are migrated (:mod:`fedbench.harness.migrate`).
+            added: Parameters added after records were written: left out of the validated
+                parameters unless a config sets them (even to the default), so every
+                configuration written before keeps its cell id (a hash of the parameters).
         """
 
         def decorator(factory: F) -> F:
@@ -180,6 +190,7 @@ class Registry(Generic[T]):
                 context=tuple(context),
                 summary=doc.splitlines()[0] if doc else "",
                 moved=dict(moved or {}),
+                added=frozenset(added),
             )
             return factory
 
@@ -229,8 +240,11 @@ class Registry(Generic[T]):
             ) from None
 
     def validate(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Validated parameters with defaults filled in (JSON-compatible)."""
-        return self._validated(name, params).model_dump(mode="json")
+        """Validated parameters with defaults filled in (JSON-compatible), except those
+        ``added`` later that the config left unset."""
+        model = self._validated(name, params)
+        unset = self.get(name).added - model.model_fields_set
+        return model.model_dump(mode="json", exclude=set(unset) or None)
 
     def create(self, name: str, params: Mapping[str, Any] | None = None, **context: Any) -> T:
         """Validate ``params`` and build the component, passing ``context`` through."""
@@ -250,8 +264,14 @@ ATTACKS: Registry[Attack] = Registry(
     "attack", builtin=("fedbench.attacks",), entry_point_group="fedbench.attacks"
 )
 
+ADVERSARIES: Registry[Adversary] = Registry(
+    "adversary", builtin=("fedbench.attacks.adversaries",),
+    entry_point_group="fedbench.adversaries",
+)
+
 register_dataset = DATASETS.register
 register_partitioner = PARTITIONERS.register
 register_model = MODELS.register
 register_defense = DEFENSES.register
 register_attack = ATTACKS.register
+register_adversary = ADVERSARIES.register

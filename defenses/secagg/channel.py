@@ -459,7 +459,7 @@ class SecAggChannel(Channel):
         )
 
 
-@register_defense("secagg")
+@register_defense("secagg", added=("consistency_check", "model_consistency"))
 class SecAgg(Defense):
     """Secure aggregation with dropouts (SecAgg, or SecAgg+ with ``neighbours``) as the channel.
 

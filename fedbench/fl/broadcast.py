@@ -17,6 +17,10 @@ import torch
 from fedbench.fl.context import RoundContext
 from fedbench.fl.transcript import model_hash
 
+MODEL_HASHES_NOTE = "model_hashes"
+"""The ``RoundContext.notes`` key under which the round's client → model hash is shared with
+the defense stages (a model-consistency check binds each client's hash into its protocol)."""
+
 
 @dataclass(frozen=True)
 class Broadcast:
@@ -30,6 +34,12 @@ class Broadcast:
 
     models: dict[int, torch.Tensor]
     hashes: dict[int, str]
+
+    def common(self) -> torch.Tensor | None:
+        """The model every client received, or None when they received different ones."""
+        if len(set(self.hashes.values())) != 1:
+            return None
+        return next(iter(self.models.values()))
 
 
 class BroadcastPolicy(ABC):

@@ -86,6 +86,10 @@ class Channel(Stage):
         """What the server can read of one message: the update, or None if it is hidden."""
         return None
 
+    def expect_malicious_server(self) -> None:
+        """Turn on the checks this channel has against a server that deviates (secure
+        aggregation's consistency check); a channel without such checks has nothing to do."""
+
 
 def check_update(client_id: int, update: np.ndarray, dim: int) -> None:
     """Reject a malformed update: wrong shape or dtype, NaN or infinite entries."""

@@ -25,7 +25,13 @@ from tqdm.auto import tqdm
 from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
 from fedbench.errors import AggregationError, BadClientUpdate
-from fedbench.fl.broadcast import Broadcast, BroadcastPolicy, HonestBroadcast, broadcast
+from fedbench.fl.broadcast import (
+    MODEL_HASHES_NOTE,
+    Broadcast,
+    BroadcastPolicy,
+    HonestBroadcast,
+    broadcast,
+)
 from fedbench.fl.channel import EncodedUpdate, PlaintextChannel, check_update
 from fedbench.fl.context import RoundContext, RunInfo
 from fedbench.fl.evaluate import evaluate
@@ -159,6 +165,7 @@ class Simulation:
         ctx = self._context(t)
         w_t = get_flat(self.model)
         sent = broadcast(self.broadcaster, w_t, ctx)
+        ctx.notes[MODEL_HASHES_NOTE] = dict(sent.hashes)
         try:
             wire = self._wire_phase(self._client_phase(sent, ctx), ctx)
         except (AggregationError, BadClientUpdate) as err:
@@ -313,7 +320,7 @@ class Simulation:
             download_bytes=dict(result.download_bytes) if result else {},
             num_examples=sizes,
             weights={c: ctx.weights[c] for c in server.contributors},
-            params=w_t,
+            params=_sent_params(sent, w_t),
             aggregate=server.aggregate,
             next_params=server.next_params,
         )
@@ -338,6 +345,14 @@ class Simulation:
         self.transcript.record_params(w_t)
         return RoundSummary(round=ctx.round, sampled=len(ctx.sampled),
                             rejected=dict(record.rejected), failed=why)
+
+
+def _sent_params(sent: Broadcast, w_t: torch.Tensor) -> torch.Tensor:
+    """The w_t of a round's views: the model every client received (a server may send all
+    of them something else than its global model, e.g. with an imprint block reset), or the
+    global model when clients received different ones (the record's hashes say who got what)."""
+    common = sent.common()
+    return w_t if common is None else common
 
 
 def _summary(ctx: RoundContext, wire: WireResult, record: RoundRecord) -> RoundSummary:

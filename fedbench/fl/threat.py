@@ -1,11 +1,12 @@
 """The threat model: which views a run leaves open, and the view for a target with its truth.
 
-Today's adversary is an honest-but-curious server: it follows the protocol and reads what the
-channel lets it read. ``ThreatModel`` answers the two questions the harness asks — which views
-are open for this pipeline, and what exactly an attack on a given target receives — so that the
-rest of the harness never decides visibility itself. What the server saw is in the
-:class:`~fedbench.fl.transcript.Transcript`; what only scoring may read (which examples were
-behind an update) is in the :class:`PrivateLog`.
+``ThreatModel`` answers the two questions the harness asks — which views are open for this
+pipeline and adversary, and what exactly an attack on a given target receives — so that the
+rest of the harness never decides visibility itself. The channel decides what an
+honest-but-curious server reads; an active adversary (:mod:`fedbench.adversary`) may open more
+(a target it isolated in the sum, an update its colluders unmasked) and cut those views itself.
+What the server saw is in the :class:`~fedbench.fl.transcript.Transcript`; what only scoring
+may read (which examples were behind an update) is in the :class:`PrivateLog`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedbench.adversary import Adversary
 from fedbench.attack import AttackTarget, GroundTruth
 from fedbench.data.federated import FederatedData
 from fedbench.fl.channel import Channel
@@ -36,21 +38,23 @@ class PrivateLog:
 
 
 class ThreatModel:
-    """Who sees what in a run whose updates travel through ``channel``.
+    """Who sees what in a run whose updates travel through ``channel``, against ``adversary``.
 
     Args:
         channel: The pipeline's channel; it declares whether single updates are readable.
+        adversary: Who attacks (an honest-but-curious server when None).
     """
 
-    def __init__(self, *, channel: Channel) -> None:
+    def __init__(self, *, channel: Channel, adversary: Adversary | None = None) -> None:
         self.channel = channel
+        self.adversary = adversary or Adversary()
 
     def open_views(self) -> frozenset[ViewKind]:
         """The views the run leaves open to the adversary."""
         opened = {ViewKind.AGGREGATE, ViewKind.MODEL_SEQUENCE, ViewKind.FINAL_MODEL}
         if self.channel.reveals_client_updates:
             opened.add(ViewKind.CLIENT_UPDATE)
-        return frozenset(opened)
+        return self.adversary.views(frozenset(opened), channel=self.channel)
 
     def transcript(
         self, *, rounds: int, wanted: Iterable[tuple[ViewKind, AttackTarget]]
@@ -80,6 +84,14 @@ class ThreatModel:
         """
         if kind not in self.open_views():
             raise PermissionError(f"the {kind.value} view is closed for this run")
+        made = self.adversary.cut_view(
+            kind, target_round=target.round, target_client=target.client,
+            transcript=transcript, private=private, channel=self.channel,
+        )
+        if made is not None:
+            view, behind = made
+            ids = torch.cat([private.used_ids[(target.round, c)] for c in behind])
+            return view, GroundTruth(examples=data.client_examples(ids))
         if kind == ViewKind.CLIENT_UPDATE:
             single = transcript.client_update_view(target.round, target.client)
             ids = private.used_ids[(single.round, single.client_id)]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fedbench import __version__
+from fedbench.adversary import Adversary, AdversaryRole, SetUp
 from fedbench.attack import Attack, AttackerKnowledge, AttackResult, GroundTruth
 from fedbench.config import FLConfig
 from fedbench.data.federated import FederatedData
@@ -38,7 +39,7 @@ from fedbench.harness.suite import Cell
 from fedbench.harness.writer import RecordWriter
 from fedbench.metrics.base import Metric
 from fedbench.metrics.intervals import bootstrap_median, wilson
-from fedbench.registry import ATTACKS
+from fedbench.registry import ADVERSARIES, ATTACKS
 from fedbench.seeding import Streams
 
 FIGURES = "figures"
@@ -211,18 +212,23 @@ class CellRun:
         cfg = self.cfg
         streams = Streams(cfg.seed)
         data, self.canaries = cell_data(cfg, streams)
-        factory = model_factory(cfg, data, streams)
+        adversary = ADVERSARIES.create(cfg.adversary.name, cfg.adversary.params)
+        setup = SetUp(input_shape=data.input_shape, num_classes=data.num_classes,
+                      population=data.population, num_clients=cfg.fl.num_clients,
+                      seed=streams.integer_seed("adversary"))
+        factory = adversary.model_factory(model_factory(cfg, data, streams), setup)
         self.defenses = build_defenses(cfg)
         pipeline = Pipeline(self.defenses)
-        threat = ThreatModel(channel=pipeline.channel)
+        self._face(adversary, pipeline)
+        threat = ThreatModel(channel=pipeline.channel, adversary=adversary)
         plans = plan_attacks(
             [(a.name, ATTACKS.create(a.name, a.params)) for a in cfg.attacks], threat
         )
         transcript = self._transcript(threat, plans)
         sim = Simulation(
             model_factory=factory, data=data, fl=cfg.fl, pipeline=pipeline, streams=streams,
-            transcript=transcript, cost_baseline=True, device=cfg.device,
-            progress=self.progress,
+            transcript=transcript, broadcaster=adversary.broadcaster(setup), cost_baseline=True,
+            device=cfg.device, progress=self.progress,
         ).run()
         self.history = [round_row(r) for r in sim.history]
         for metric in run_metrics(sim, test_size=len(data.test), fl=cfg.fl):
@@ -233,6 +239,19 @@ class CellRun:
             self._save_transcript(sim, pipeline)
         for plan in plans:
             self._attack(plan, threat, sim.transcript, sim.private, data, streams, factory)
+
+    def _face(self, adversary: Adversary, pipeline: Pipeline) -> None:
+        """Put the pipeline in front of ``adversary``: a channel with checks against a
+        deviating server turns them on (unless the config set them), the adversary acts in
+        the channel, and the records name it (with why its action is moot, where it is)."""
+        if adversary.role == AdversaryRole.MALICIOUS_SERVER:
+            pipeline.channel.expect_malicious_server()
+        adversary.setup_channel(pipeline.channel)
+        self.writer.adversary = adversary.label()
+        effect = adversary.effect(channel=pipeline.channel)
+        if effect is not None:
+            self.writer.metric(Metric("adversary_effect", None, None, note=effect),
+                               source="adversary")
 
     def _transcript(self, threat: ThreatModel, plans: list[PlannedAttack]) -> Transcript:
         """What the attacks need; every round and the model sequence when the transcript is

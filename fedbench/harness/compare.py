@@ -10,8 +10,8 @@ seeds or rounds), a change that stays inside it is "within noise" and one outsid
 whatever the fixed tolerance. A timed ratio (CPU time of a channel over that of a plaintext
 sum, both in this process) must leave both its interval and its tolerance: the rounds of one
 run do not show how much another machine's caches and clock move it. pytest-benchmark JSON
-files are compared on the ``extra_info`` entries each benchmark declares in ``extra_info["compare"]``
-(``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
+files are compared on the ``extra_info`` entries each benchmark declares in
+``extra_info["compare"]`` (``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
 """
 
 from __future__ import annotations

@@ -101,3 +101,25 @@ def test_entry_point_components_are_discovered(tmp_path: Path, monkeypatch) -> N
     assert reg.names() == ["nothing"]
     assert reg.create("nothing", {"strength": 3}).strength == 3  # type: ignore[attr-defined]
     sys.modules.pop("thirdparty_defense", None)
+
+
+def test_parameters_added_later_stay_out_of_the_dump_until_a_config_sets_them() -> None:
+    reg: Registry[object] = Registry("widget")
+
+    @reg.register("lamp", added=("dimmer",))
+    class Lamp:
+        """A lamp."""
+
+        def __init__(self, *, watts: int = 40, dimmer: bool = False):
+            self.watts, self.dimmer = watts, dimmer
+
+    assert reg.validate("lamp", {}) == {"watts": 40}  # the id of a config written before
+    assert reg.validate("lamp", {"dimmer": False}) == {"watts": 40, "dimmer": False}
+    assert reg.create("lamp", reg.validate("lamp", {})).dimmer is False
+
+
+def test_secagg_configs_written_before_its_checks_keep_their_parameters() -> None:
+    from fedbench.registry import DEFENSES
+
+    assert "consistency_check" not in DEFENSES.validate("secagg", {})
+    assert DEFENSES.validate("secagg", {"consistency_check": False})["consistency_check"] is False
