@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from torch import nn
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the threat model holds an adversary: import its types for a
     from fedbench.fl.threat import PrivateLog
     from fedbench.fl.transcript import Transcript
 
-HONEST_BUT_CURIOUS = "honest_but_curious"
+HONEST_BUT_CURIOUS: Final = "honest_but_curious"
 
 
 class AdversaryRole(str, Enum):

@@ -15,13 +15,13 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from fedbench.adversary import HONEST_BUT_CURIOUS
 from fedbench.defense import PrivacyLevel
 from fedbench.fl.views import ViewKind
 from fedbench.metrics.base import MetricKind
 from fedbench.metrics.intervals import Interval  # the metric's own type, validated as a record
 
 SCHEMA_VERSION: Final = 2
-HONEST_BUT_CURIOUS: Final = "honest_but_curious"
 
 
 class _Row(BaseModel):

@@ -21,11 +21,12 @@ as recorded (bootstrap or Wilson). What the numbers may claim:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from fedbench.adversary import HONEST_BUT_CURIOUS
 from fedbench.harness.records import RecordSet
 from fedbench.metrics.intervals import Interval, mean_interval
 
@@ -188,6 +189,7 @@ class MainTable:
     bold: set[tuple[tuple, str]]  # (row key, header) of values better beyond noise
     insecure: dict[tuple[str, ...], str]
     columns: list[Column]
+    adversaries: dict[tuple[str, ...], str] = field(default_factory=dict)  # row key -> label
 
 
 def _insecure_rows(frame: pd.DataFrame) -> dict[tuple[str, ...], str]:
@@ -198,6 +200,13 @@ def _insecure_rows(frame: pd.DataFrame) -> dict[tuple[str, ...], str]:
         if reasons:
             insecure[tuple(key)] = "; ".join(sorted(reasons))
     return insecure
+
+
+def _adversaries(frame: pd.DataFrame) -> dict[tuple[str, ...], str]:
+    """Row key -> the adversary (or adversaries) its cells ran against."""
+    column = frame.get("adversary", pd.Series(HONEST_BUT_CURIOUS, index=frame.index))
+    return {tuple(key): ", ".join(sorted(set(group))) for key, group
+            in column.groupby([frame[k] for k in ROW_KEYS], sort=False)}
 
 
 def _row_keys(frame: pd.DataFrame, order: list[tuple[str, str, str]] | None) -> list[tuple]:
@@ -291,7 +300,7 @@ def main_table(
         text[column.header] = pd.Series(values.text)
         means[column.header] = pd.Series(values.means)
         bold |= {(key, column.header) for key in values.bold}
-    return MainTable(text, means, bold, _insecure_rows(frame), used)
+    return MainTable(text, means, bold, _insecure_rows(frame), used, _adversaries(frame))
 
 
 def display_frame(table: MainTable) -> pd.DataFrame:
@@ -306,6 +315,10 @@ def display_frame(table: MainTable) -> pd.DataFrame:
     ]
     if not (shown["sweep"] != "").any():
         shown = shown.drop(columns="sweep")
+    # Which adversary each row faced, once any row faced more than an honest-but-curious server.
+    adversaries = [table.adversaries.get(key, HONEST_BUT_CURIOUS) for key in table.text.index]
+    if any(a != HONEST_BUT_CURIOUS for a in adversaries):
+        shown.insert(list(shown.columns).index("defense") + 1, "adversary", adversaries)
     return shown
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
+from fedbench.adversary import HONEST_BUT_CURIOUS
 from fedbench.defense import PrivacyReport
 from fedbench.fl.views import ViewKind
 from fedbench.harness.environment import code_version, git_commit, host, versions
-from fedbench.harness.schema import HONEST_BUT_CURIOUS, CellRecord, MetricRecord, RoundRow
+from fedbench.harness.schema import CellRecord, MetricRecord, RoundRow
 from fedbench.harness.suite import Cell
 from fedbench.metrics.base import Metric
 

@@ -156,3 +156,21 @@ def test_rows_follow_suite_order_not_completion_order() -> None:
     table = main_table(_records(), order=[("exp", "dp_fedavg", ""), ("exp", "none", "")])
     assert [key[1] for key in table.text.index] == ["dp_fedavg", "none"]
     assert [key[1] for key in main_table(_records()).text.index] == ["none", "dp_fedavg"]
+
+
+def _adversary_records(adversary: str | None) -> RecordSet:
+    rows = []
+    for defense, value in (("none", 0.9), ("secagg", 0.8)):
+        cell = CellRecords(make_cell(defense, experiment="e"))
+        if adversary is not None:
+            cell.writer.adversary = adversary
+        rows += cell.metric("accuracy", value, True).rows()
+    return read_back(rows)
+
+
+def test_the_adversary_column_appears_once_an_active_adversary_ran() -> None:
+    honest = to_markdown(main_table(_adversary_records(None)))
+    assert "adversary" not in honest.splitlines()[0]
+    active = to_markdown(main_table(_adversary_records("imprint(bins=64)")))
+    header, *_ = active.splitlines()
+    assert "| defense | adversary |" in header and "imprint(bins=64)" in active
