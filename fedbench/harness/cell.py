@@ -478,8 +478,16 @@ def figure_folder(cell: Cell) -> str:
 def execute_cell(
     cell: Cell, *, figures: bool = True, progress: bool = False, executor: str | None = None
 ) -> CellOutput:
-    """Execute ``cell``: its records (metric rows, then one ``cell`` row) and figures."""
-    run = CellRun(cell, figures=figures, progress=progress, executor=executor)
+    """Execute ``cell``: its records (metric rows, then one ``cell`` row) and figures. A
+    cell another framework simulates (``framework: flower``) runs as a
+    :class:`~fedbench.harness.replay.FlowerRun`: that framework's run, then these attacks on
+    its recorded transcript."""
+    run_class: type[CellRun] = CellRun
+    if cell.config.framework != "fedbench":
+        from fedbench.harness.replay import FlowerRun  # replay.py builds on this module
+
+        run_class = FlowerRun
+    run = run_class(cell, figures=figures, progress=progress, executor=executor)
     rows = run.execute()
     return CellOutput(rows, run.files)
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from fedbench.harness.build import pipeline_problems
 from fedbench.harness.suite import Cell
+from fedbench.integrations.flower_sim import flower_problems
 
 
 def cell_problems(cells: Sequence[Cell], *, progress: bool = False) -> dict[str, list[str]]:
@@ -20,7 +21,7 @@ def cell_problems(cells: Sequence[Cell], *, progress: bool = False) -> dict[str,
     found: dict[str, list[str]] = {}
     for cell in tqdm(cells, desc="checking cells", unit="cell", disable=not progress,
                      leave=False):
-        problems = pipeline_problems(cell.config)
+        problems = pipeline_problems(cell.config) + flower_problems(cell.config)
         if problems:
             found[cell.label] = problems
     return found

@@ -18,16 +18,24 @@ them). Attack seeds are the run's: attack ``i`` of ``--attacks`` draws from the 
 from __future__ import annotations
 
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from torch import nn
 
 from fedbench.config import ComponentConfig, DefenseStack, SuiteConfig, parse_suite
 from fedbench.data.federated import FederatedData
+from fedbench.defense import PrivacyReport
 from fedbench.errors import ConfigError
-from fedbench.fl.params import num_params
+from fedbench.fl.context import RoundContext
+from fedbench.fl.evaluate import evaluate
+from fedbench.fl.params import num_params, set_flat
+from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.threat import PER_ROUND_VIEWS, PrivateLog, ThreatModel
 from fedbench.fl.transcript_io import (
     META_FILE,
@@ -36,11 +44,20 @@ from fedbench.fl.transcript_io import (
     read_transcript,
     recorded_channel,
 )
-from fedbench.harness.build import cell_data, model_factory
-from fedbench.harness.cell import CellRun, plan_attacks, write_files
+from fedbench.harness.build import build_defenses, build_run_info, cell_data, model_factory
+from fedbench.harness.cell import (
+    CellRun,
+    TranscribedCell,
+    accuracy_metric,
+    plan_attacks,
+    transcript_folder,
+    write_files,
+)
 from fedbench.harness.records import RECORDS_FILE, append_records
-from fedbench.harness.schema import CellRecord
+from fedbench.harness.schema import CellRecord, RoundRow
 from fedbench.harness.suite import Cell, expand
+from fedbench.integrations.flower_sim import flower_plan, simulate
+from fedbench.metrics.base import Metric
 from fedbench.registry import ATTACKS
 from fedbench.seeding import Streams
 
@@ -126,6 +143,113 @@ class ReplayRun(CellRun):
                 for cid in record.contributors:
                     log.used_ids[(record.round, cid)] = data.clients[cid].ids
         return log
+
+
+class FlowerRun(ReplayRun):
+    """A ``framework: flower`` cell: a real Flower simulation of the cell
+    (:mod:`fedbench.integrations.flower_sim`), then the cell's attacks on the transcript the
+    recorder wrote, exactly as ``fedbench attack`` runs them (the same seeds, views and
+    records). Its own rows: the released model's accuracy, fedbench's accountant over the
+    rounds the transcript records, and what Flower itself says of its DP (``flower_*``)."""
+
+    def __init__(
+        self, cell: Cell, *, figures: bool = False, progress: bool = False,
+        executor: str | None = None,
+    ) -> None:
+        CellRun.__init__(self, cell, figures=figures, progress=progress, executor=executor)
+
+    def _execute(self) -> None:
+        with tempfile.TemporaryDirectory(prefix="fedbench-flower-") as tmp:
+            folder = simulate(self.cfg, Path(tmp) / "transcript")
+            self.loaded = read_transcript(folder)
+            if isinstance(self.cell, TranscribedCell):  # --save-transcripts
+                for path in sorted(folder.iterdir()):
+                    self.files[f"{transcript_folder(self.cell)}/{path.name}"] = path.read_bytes()
+        check_fits(self.cell, self.loaded)
+        streams = Streams(self.cfg.seed)
+        data, _ = cell_data(self.cfg, streams)
+        factory = model_factory(self.cfg, data, streams)
+        self.history = self._history()
+        self._model_metrics(data, factory)
+        self._privacy_metrics(data, factory, streams)
+        super()._execute()
+
+    def _history(self) -> list[RoundRow]:
+        return [RoundRow(round=r.round, sampled=len(r.sampled), contributors=len(r.contributors),
+                         dropped=len(r.dropped), failed=r.failed,
+                         upload_bytes=sum(r.upload_bytes.values()))
+                for r in self.loaded.transcript.rounds]
+
+    def _model_metrics(self, data: FederatedData, factory: Callable[[], nn.Module]) -> None:
+        """Accuracy and loss of the model the Flower server released, on the test split."""
+        final = self.loaded.transcript.final_params
+        assert final is not None  # read_transcript refuses a transcript without one
+        model = factory()
+        set_flat(model, final)
+        accuracy, loss = evaluate(model, data.test)
+        rounds = self.loaded.transcript.rounds
+        for metric in (
+            accuracy_metric(accuracy, test_size=len(data.test), fl=self.cfg.fl),
+            Metric("test_loss", loss, False, kind="utility"),
+            Metric("rounds_failed", sum(1 for r in rounds if r.failed), False, kind="utility"),
+            Metric("num_params", final.numel(), None, kind="info"),
+        ):
+            self.writer.metric(metric, source="fl")
+
+    def _privacy_metrics(
+        self, data: FederatedData, factory: Callable[[], nn.Module], streams: Streams
+    ) -> None:
+        """fedbench's ε for what Flower ran, and Flower's own claims next to it."""
+        plan = flower_plan(self.cfg)
+        if plan.central_dp is None and plan.local_dp is None:
+            return
+        for name, report in self._accounted(data, factory, streams):
+            self.writer.metric(
+                Metric("epsilon", report.epsilon, False, kind="privacy",
+                       note=f"{report.note}; fedbench's accountant over the rounds of the "
+                            "recorded Flower run"),
+                source=f"defense:{name}", privacy=report)
+        name = self.cfg.defenses[0].name
+        claimed = plan.local_dp.epsilon if plan.local_dp is not None else None
+        mechanism = plan.local_dp or plan.central_dp
+        assert mechanism is not None
+        for metric in (
+            Metric("flower_epsilon_claimed", claimed, False, kind="privacy",
+                   note="; ".join(plan.notes) + ("" if claimed is not None else
+                                                  "; Flower claims no ε for this run")),
+            Metric("flower_noise_std", mechanism.noise_std, None, kind="info"),
+        ):
+            self.writer.metric(metric, source=f"defense:{name}")
+
+    def _accounted(
+        self, data: FederatedData, factory: Callable[[], nn.Module], streams: Streams
+    ) -> list[tuple[str, PrivacyReport]]:
+        """fedbench's own DP defenses, their stages run on zero vectors for exactly the rounds
+        and contributors the transcript records: their accountants count those releases (the
+        noise they draw is discarded), so ε is fedbench's accounting of the Flower run."""
+        defenses = build_defenses(self.cfg)
+        pipeline = Pipeline(defenses)
+        run = build_run_info(self.cfg, data, factory, streams)
+        pipeline.setup(run)
+        for record in self.loaded.transcript.rounds:
+            if record.failed:
+                continue
+            ctx = RoundContext(round=record.round, sampled=list(record.sampled),
+                               num_clients=run.num_clients, expected_clients=run.expected_clients,
+                               dim=run.dim, streams=streams, weights=dict(record.weights))
+            for cid in record.contributors:
+                for client_stage in pipeline.client_stages:
+                    client_stage.apply(cid, torch.zeros(run.dim), ctx)
+            total = torch.zeros(run.dim, dtype=torch.float64)
+            denominator = float(sum(record.weights.values()))
+            for server_stage in pipeline.server_stages:
+                total, denominator = server_stage.apply(total, denominator, ctx)
+        for _, defense in defenses:  # what the cell record marks: Flower's noise, not theirs
+            defense.irreproducible = ("Flower draws its DP noise from numpy's global generator, "
+                                      "unseeded")
+        self.defenses = defenses
+        spent = [(name, defense.privacy_spent(self.cfg.delta)) for name, defense in defenses]
+        return [(name, report) for name, report in spent if report is not None]
 
 
 def check_fits(cell: Cell, loaded: TranscriptFile) -> None:
