@@ -116,7 +116,8 @@ def _results_parsers(sub: Subparsers[argparse.ArgumentParser]) -> None:
     listing = sub.add_parser(
         "list", parents=[_loudness()], help="registered components and their parameters")
     listing.add_argument("family", nargs="?",
-                         choices=["datasets", "partitioners", "models", "defenses", "attacks"])
+                         choices=["datasets", "partitioners", "models", "defenses", "attacks",
+                                  "adversaries"])
     listing.set_defaults(func=commands.listing)
 
 

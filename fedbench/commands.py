@@ -161,11 +161,19 @@ def bench(args: argparse.Namespace) -> int:
 def listing(args: argparse.Namespace) -> int:
     """``fedbench list``: registered components with their parameters, packaged suites."""
     from fedbench.harness.suite import packaged_suites
-    from fedbench.registry import ATTACKS, DATASETS, DEFENSES, MODELS, PARTITIONERS, Registry
+    from fedbench.registry import (
+        ADVERSARIES,
+        ATTACKS,
+        DATASETS,
+        DEFENSES,
+        MODELS,
+        PARTITIONERS,
+        Registry,
+    )
 
     families: dict[str, Registry[Any]] = {
         "datasets": DATASETS, "partitioners": PARTITIONERS, "models": MODELS,
-        "defenses": DEFENSES, "attacks": ATTACKS,
+        "defenses": DEFENSES, "attacks": ATTACKS, "adversaries": ADVERSARIES,
     }
     for family in [args.family] if args.family else list(families):
         registry = families[family]

@@ -79,6 +79,7 @@ def test_list_shows_components_and_parameters(capsys) -> None:
     assert "  dirichlet:" in out and "alpha: float = 0.5" in out
     assert "  lenet:" in out and "quick" in out
     assert "mode: Literal['packed', 'per_value'] = 'packed'" in out
+    assert "adversaries:" in out and "  imprint:" in out and "bins: int = 64" in out
 
 
 def test_errors_exit_2_with_message(tmp_path: Path, capsys) -> None:
