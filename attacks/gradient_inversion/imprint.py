@@ -424,8 +424,16 @@ class Imprint(InversionAttack):
         metrics = exact_recovery_metrics(recovery, note=str(result.extras.get("note", "")))
         metrics.append(Metric("label_accuracy", None, False, kind="privacy",
                               note="the attack recovers no labels"))
-        metrics.append(Metric("imprint_bins", float(result.extras.get("bins", 0)), None,
-                              kind="info"))
+        bins = int(result.extras.get("bins", 0))
+        metrics.append(Metric("imprint_bins", float(bins), None, kind="info"))
+        inputs = len(truth.examples.x)
+        # The closed form to hold the measured share against: singletons of B inputs in k
+        # equal-mass bins. Fewer means the public quantiles did not split the clients' data
+        # into equal masses (few public examples, ties), or the channel's precision lost some.
+        metrics.append(Metric(
+            "exact_recovery_expected", expected_singletons(inputs, bins) / inputs if bins else
+            None, None, kind="info",
+            note=f"B·(1−1/k)^(B−1)/B for B={inputs} inputs in k={bins} equal-mass bins"))
         metrics.append(failure_baseline(truth.examples.x, data_kind))
         return metrics
 

@@ -70,6 +70,8 @@ MAIN_COLUMNS = (
     Column("GI PSNR (dB)", "privacy", "psnr", "attack", 1, detail=("attack", "view")),
     Column("GI SSIM", "privacy", "ssim", "attack"),
     Column("GI label acc.", "privacy", "label_accuracy", "attack", 2),
+    Column("GI exact (>60 dB)", "privacy", "exact_recovery", "attack", 2,
+           detail=("attack", "view")),
     Column("MIA AUC", "privacy", "mia_auc", "attack", detail=("attack", "view")),
     Column("MIA TPR@0.1%FPR", "privacy", "mia_tpr_at_0_1pct_fpr", "attack"),
     Column("agg. time ×plain", "cost", "aggregation_time_ratio", "fl", 1),
