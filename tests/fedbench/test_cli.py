@@ -28,12 +28,12 @@ def test_quick_suite_end_to_end(tmp_path: Path, capsys) -> None:
     # Two workers: the CI machine's two cores, and the process-pool executor end to end.
     assert main(["run", "--results-dir", str(tmp_path), "--no-progress", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "quick: 44 cells, 0 already complete, 44 run, 0 failed" in out
+    assert "quick: 55 cells, 0 already complete, 55 run, 0 failed" in out
     header = next(line for line in out.splitlines() if line.startswith("| experiment"))
     assert "accuracy" in header and "MIA AUC" in header and "GI PSNR" in header
     folder = tmp_path / "quick"
     records = read_results_dir(folder)
-    assert len(records.cells) == 22 and not records.failed and not records.problems
+    assert len(records.cells) == 55 and not records.failed and not records.problems
 
     # Every defense family ran and every attack family was applied where its view is open.
     psnr = _value(records, "patches-gi", "none", "psnr", "dlg")
@@ -51,6 +51,8 @@ def test_quick_suite_end_to_end(tmp_path: Path, capsys) -> None:
     assert _value(records, "digits-mia", "none", "accuracy").value > 0.9
     paillier = _value(records, "digits-mia", "paillier packed", "upload_bytes_per_param")
     assert 4 < paillier.value < 8
+    imprinted = _value(records, "digits-imprint", "secagg", "images_recovered", "imprint")
+    assert imprinted.view == "aggregate" and imprinted.value >= 1  # SecAgg hides nothing here
 
     report = (folder / "report.md").read_text()
     assert f"fedbench run --results-dir {tmp_path} --no-progress --jobs 2" in report
