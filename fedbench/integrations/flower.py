@@ -82,6 +82,10 @@ except ImportError as err:  # the optional extra
 #: The fit metric in which each client reports its fedbench client id.
 CLIENT_ID = "fedbench_client"
 
+#: The fit metric in which a client may report its true example count, when the
+#: ``num_examples`` it returns is a weight instead (1 each: Flower's unweighted mean).
+EXAMPLES = "fedbench_examples"
+
 FitResults = list[tuple[ClientProxy, FitRes]]
 FitFailures = list[tuple[ClientProxy, FitRes] | BaseException]
 
@@ -99,6 +103,12 @@ def _client_id(proxy: ClientProxy, res: FitRes) -> int:
             f"Flower client (node {proxy.cid}) reported no fedbench client id: fit metric "
             f"'{CLIENT_ID}' is {value!r}, expected its shard's index")
     return value
+
+
+def _examples(res: FitRes) -> int:
+    """The client's example count: its :data:`EXAMPLES` metric, else ``num_examples``."""
+    value = res.metrics.get(EXAMPLES, res.num_examples)
+    return int(value) if isinstance(value, int | float) else int(res.num_examples)
 
 
 class TranscriptRecorder(Strategy):
@@ -231,7 +241,7 @@ class TranscriptRecorder(Strategy):
             contributors=contributors if failed is None else (), dropped=dropped,
             upload_bytes={cid: sum(len(t) for t in res.parameters.tensors)
                           for _, cid, _, res in received},
-            num_examples={cid: int(res.num_examples) for _, cid, _, res in received},
+            num_examples={cid: _examples(res) for _, cid, _, res in received},
             weights=weights, failed=failed, params=w_t,
         )
         if failed is None:

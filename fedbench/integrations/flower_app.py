@@ -42,7 +42,7 @@ from fedbench.fl.client import SGDTraining
 from fedbench.fl.context import RoundContext
 from fedbench.fl.params import get_flat, set_flat
 from fedbench.harness.build import cell_data, model_factory
-from fedbench.integrations.flower import CLIENT_ID, TranscriptRecorder
+from fedbench.integrations.flower import CLIENT_ID, EXAMPLES, TranscriptRecorder
 from fedbench.integrations.flower_sim import FlowerPlan
 from fedbench.seeding import Streams
 
@@ -91,7 +91,7 @@ class FedbenchClient(NumPyClient):
         local = SGDTraining().train(model, shard, cfg.fl.recipe, client_id=self.cid, ctx=ctx)
         # Flower's FedAvg weights by num_examples: 1 each is its unweighted mean.
         weight = 1 if self.uniform else len(shard)
-        return arrays(local.params, model), weight, {CLIENT_ID: self.cid}
+        return arrays(local.params, model), weight, {CLIENT_ID: self.cid, EXAMPLES: len(shard)}
 
 
 def client_app(text: str, plan: FlowerPlan) -> ClientApp:
