@@ -119,7 +119,7 @@ def test_membership_auc_on_the_flower_final_model_is_fedbenchs(tmp_path: Path) -
     torch.testing.assert_close(flower_file.transcript.final_params,
                                own_file.transcript.final_params, rtol=0, atol=1e-5)
     for attack in ("loss_threshold", "lira"):
-        key = (f"attack:{attack}", "auc", "final_model")
+        key = (f"attack:{attack}", "mia_auc", "final_model")
         assert flower[key].value == pytest.approx(own[key].value, abs=2e-3), attack
     assert flower[("fl", "accuracy", None)].value == pytest.approx(
         own[("fl", "accuracy", None)].value, abs=1e-2)
