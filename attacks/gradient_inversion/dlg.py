@@ -43,7 +43,11 @@ from fedbench.attacks.gradient_inversion.base import (
     random_inputs,
     standard_normal,
 )
-from fedbench.attacks.gradient_inversion.objective import FunctionalModel, MatchingObjective
+from fedbench.attacks.gradient_inversion.objective import (
+    FunctionalModel,
+    MatchingObjective,
+    known_layers,
+)
 from fedbench.attacks.gradient_inversion.views import InversionTarget
 from fedbench.params import PositiveFloat, PositiveInt
 from fedbench.registry import register_attack
@@ -191,7 +195,8 @@ class DLG(InversionAttack):
     ) -> AttackResult:
         labels, label_source = self.fixed_labels(target, model, knowledge)
         objective = MatchingObjective(
-            model, model.split(target.gradient), distance="euclidean", relative=True
+            model, model.split(target.gradient), distance="euclidean", relative=True,
+            known=known_layers(model, target.known),
         )
         shape = (target.num_images, *knowledge.input_shape)
         outcomes = []

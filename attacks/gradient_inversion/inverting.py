@@ -31,7 +31,11 @@ from fedbench.attacks.gradient_inversion.base import (
     random_inputs,
 )
 from fedbench.attacks.gradient_inversion.idlg import recover_labels
-from fedbench.attacks.gradient_inversion.objective import FunctionalModel, MatchingObjective
+from fedbench.attacks.gradient_inversion.objective import (
+    FunctionalModel,
+    MatchingObjective,
+    known_layers,
+)
 from fedbench.attacks.gradient_inversion.views import InversionTarget
 from fedbench.params import NonNegativeFloat, PositiveFloat, PositiveInt
 from fedbench.registry import register_attack
@@ -149,7 +153,8 @@ class InvertingGradients(InversionAttack):
     def objective(self, target: InversionTarget, model: FunctionalModel) -> MatchingObjective:
         """Cosine distance to the (mean) gradient, plus TV."""
         return MatchingObjective(
-            model, model.split(target.gradient), distance="cosine", tv_weight=self.tv_weight
+            model, model.split(target.gradient), distance="cosine", tv_weight=self.tv_weight,
+            known=known_layers(model, target.known),
         )
 
     def note(self, target: InversionTarget) -> str:

@@ -30,6 +30,7 @@ from fedbench.attacks.gradient_inversion.objective import (
     FunctionalModel,
     LocalSteps,
     MatchingObjective,
+    known_layers,
 )
 from fedbench.attacks.gradient_inversion.views import InversionTarget
 from fedbench.registry import register_attack
@@ -63,7 +64,7 @@ class FedAvgInversion(InvertingGradients):
     def objective(self, target: InversionTarget, model: FunctionalModel) -> MatchingObjective:
         return MatchingObjective(
             model, model.split(target.update), distance="cosine", tv_weight=self.tv_weight,
-            steps=local_steps(target),
+            steps=local_steps(target), known=known_layers(model, target.known),
         )
 
     def label_logits(

@@ -164,6 +164,11 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return vertical + horizontal
 
 
+def known_layers(model: FunctionalModel, known: torch.Tensor | None) -> Params | None:
+    """A flat bool vector of the attacked data's own coordinates, per layer as 0/1 floats."""
+    return None if known is None else model.split(known.to(torch.float32))
+
+
 class MatchingObjective:
     """Distance between what dummy data would send and what the server received (+ TV).
 
@@ -176,6 +181,8 @@ class MatchingObjective:
         relative: Divide the distance by the target's squared norm. The minimiser is the same,
             and an optimiser's trajectory no longer depends on the target's scale (a small
             gradient, from a confidently classified example, is attacked like a large one).
+        known: Per layer, 1 where the target is the attacked data's alone and 0 where others
+            also filled it (None: everywhere): the distance leaves the zeros out.
     """
 
     def __init__(
@@ -187,11 +194,13 @@ class MatchingObjective:
         tv_weight: float = 0.0,
         steps: LocalSteps | None = None,
         relative: bool = False,
+        known: Params | None = None,
     ) -> None:
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {sorted(DISTANCES)}, got {distance!r}")
         self.model = model
-        self.target = {k: v.detach() for k, v in target.items()}
+        self.known = None if known is None else {k: v.detach() for k, v in known.items()}
+        self.target = self._masked({k: v.detach() for k, v in target.items()})
         self.distance = DISTANCES[distance]
         self.tv_weight = tv_weight
         self.steps = steps
@@ -206,7 +215,13 @@ class MatchingObjective:
             produced = self.model.gradient(self.model.params, x, y)
         else:
             produced = self.model.local_update(self.model.params, x, y, self.steps)
-        return self.distance(produced, self.target) * self.scale
+        return self.distance(self._masked(produced), self.target) * self.scale
+
+    def _masked(self, layers: Params) -> Params:
+        """``layers`` with the coordinates others filled set to zero on both sides."""
+        if self.known is None:
+            return layers
+        return {k: v * self.known[k] for k, v in layers.items()}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Distance plus ``tv_weight`` · total variation, for one restart."""

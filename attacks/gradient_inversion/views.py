@@ -50,6 +50,8 @@ class InversionTarget:
         batch_size: Examples per local step.
         lr: Client learning rate.
         momentum: Client SGD momentum.
+        known: The coordinates that are the attacked clients' alone (bool, flat), or None for
+            all: the rest is left out of the matching.
     """
 
     kind: ViewKind
@@ -62,6 +64,7 @@ class InversionTarget:
     batch_size: int
     lr: float
     momentum: float
+    known: torch.Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -109,6 +112,7 @@ def inversion_target(view: View, recipe: TrainingRecipe) -> InversionTarget:
             raise ValueError(f"client {view.client_id}: aggregation weight {view.weight} ≤ 0")
         clients, per_client_examples = 1, view.num_examples
         update = view.update.to(torch.float32) / view.weight
+        known = view.known
     elif isinstance(view, AggregateView):
         clients = len(view.contributors)
         if clients == 0:
@@ -116,6 +120,7 @@ def inversion_target(view: View, recipe: TrainingRecipe) -> InversionTarget:
         # Client sizes are reported only in total; equal sizes is the attacker's best guess.
         per_client_examples = max(1, round(view.num_examples / clients))
         update = view.aggregate.to(torch.float32) / clients
+        known = None
     else:
         raise TypeError(f"gradient inversion needs an update view, got {view.kind.value}")
     images, steps, batch = _client_shape(per_client_examples, recipe)
@@ -130,4 +135,5 @@ def inversion_target(view: View, recipe: TrainingRecipe) -> InversionTarget:
         batch_size=batch,
         lr=recipe.lr,
         momentum=recipe.momentum,
+        known=known,
     )

@@ -39,6 +39,9 @@ class ClientUpdateView:
         update: Δ_i as received (after the client-side defense stages, scaled by ``weight``).
         weight: The public aggregation weight the client applied (1.0 for uniform weighting).
         num_examples: The number of examples the client reported.
+        known: Which coordinates of ``update`` are this client's alone (a bool vector), or
+            None for all of them: a server that isolated the client in a sum knows which
+            coordinates the others still fill, and attacks leave those out.
     """
 
     round: int
@@ -47,6 +50,7 @@ class ClientUpdateView:
     update: torch.Tensor
     weight: float
     num_examples: int
+    known: torch.Tensor | None = None
     kind: ViewKind = field(default=ViewKind.CLIENT_UPDATE, init=False)
 
 
