@@ -175,7 +175,7 @@ defenses:
         assert "fixed/secagg/seed=0" in err and "at least 3 clients" in err
     assert not (tmp_path / "out").exists()  # nothing written, nothing trained
     assert main(["run", "--dry-run", "--no-progress"]) == 0  # the packaged default suite
-    assert "44 cells: every pipeline builds" in capsys.readouterr().out
+    assert "55 cells: every pipeline builds" in capsys.readouterr().out
 
 
 def test_version_quiet_only_show_and_no_progress_bars_off_a_terminal(
