@@ -33,7 +33,7 @@ EXPERIMENT: dict[str, Any] = {
            "batch_size": 16, "client_lr": 0.1},
     "mia_candidates": 100,
 }
-DP_FEDAVG = {"name": "dp_fedavg", "noise": {"multiplier": 1.0}, "clip_norm": 0.5}
+DP_FEDAVG = {"name": "dp_fedavg", "noise": {"multiplier": 1.0}, "clip_norm": 0.05}
 LDP = {"name": "ldp", "noise": {"multiplier": 0.1}, "clip_norm": 0.5}
 
 
