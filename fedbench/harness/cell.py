@@ -140,14 +140,13 @@ def aggregation_time_ratio(history: list[RoundSummary], why: str) -> Metric:
     completed rounds, so one slow round does not decide it.
     """
     timed = [
-        r for r in history
+        (r.aggregate_cpu_seconds, r.plaintext_aggregate_cpu_seconds) for r in history
         if not r.failed and r.aggregate_cpu_seconds is not None
         and r.plaintext_aggregate_cpu_seconds
     ]
-    aggregated = median(r.aggregate_cpu_seconds or 0.0 for r in timed) if timed else 0.0
-    plain = median(r.plaintext_aggregate_cpu_seconds or 0.0 for r in timed) if timed else 0.0
-    per_round = [(r.aggregate_cpu_seconds or 0.0) / (r.plaintext_aggregate_cpu_seconds or 1.0)
-                 for r in timed]
+    aggregated = median(a for a, _ in timed) if timed else 0.0
+    plain = median(p for _, p in timed) if timed else 0.0
+    per_round = [a / p for a, p in timed]
     return Metric(
         "aggregation_time_ratio", _ratio(aggregated, plain), False, kind="cost", unit="×",
         timing=True, interval=bootstrap_median(np.array(per_round)),

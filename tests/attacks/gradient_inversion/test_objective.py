@@ -12,6 +12,7 @@ from fedbench.attacks.gradient_inversion.objective import (
     MatchingObjective,
     cosine,
     euclidean,
+    known_layers,
     total_variation,
 )
 from fedbench.data.tensors import TensorData
@@ -131,3 +132,21 @@ def test_split_checks_the_length(lenet: FunctionalModel) -> None:
         lenet.split(torch.zeros(5))
     with pytest.raises(ValueError, match="distance"):
         MatchingObjective(lenet, lenet.params, distance="manhattan")  # type: ignore[arg-type]
+
+
+def test_coordinates_others_filled_are_left_out_of_the_matching(
+    lenet: FunctionalModel, patches: TensorData
+) -> None:
+    # The target is the true gradient except where other clients added to it (the output bias
+    # under model inconsistency): with those coordinates marked unknown, the true input is an
+    # exact minimiser again; without the mark it is not.
+    x, y = patches.x[:1], patches.y[:1]
+    flat = torch.cat([g.flatten() for g in lenet.gradient(lenet.params, x, y).values()])
+    known = torch.ones_like(flat, dtype=torch.bool)
+    known[-10:] = False  # lenet's output bias comes last
+    polluted = torch.where(known, flat, flat + 3.0)
+    masked = MatchingObjective(lenet, lenet.split(polluted), distance="euclidean",
+                               known=known_layers(lenet, known))
+    unmasked = MatchingObjective(lenet, lenet.split(polluted), distance="euclidean")
+    assert float(masked.matching(x, y)) < 1e-12
+    assert float(unmasked.matching(x, y)) > 1.0
