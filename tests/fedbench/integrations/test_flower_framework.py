@@ -60,11 +60,12 @@ def test_a_defense_flower_has_no_counterpart_for_is_refused_before_any_work() ->
         "digits/prune/framework=flower/seed=0"]
     assert "LocalDpMod is Gaussian only" in problems["digits/ldp/framework=flower/seed=0"]
     assert "needs noise.multiplier" in problems["digits/dp_fedavg/framework=flower/seed=0"]
-    # A plain FedAvg cell has nothing to refuse but a missing flwr (CI's default run, before
-    # the peers extra is installed).
+    # A plain FedAvg cell has nothing to refuse but a missing flwr or ray (CI's default run,
+    # before the peers extra is installed, has neither).
     plain = problems.get("digits/none/framework=flower/seed=0")
-    if importlib.util.find_spec("flwr") is None:
-        assert plain is not None and plain.startswith("framework flower needs flwr installed")
+    if any(importlib.util.find_spec(name) is None for name in ("flwr", "ray")):
+        assert plain is not None and plain.startswith("framework flower needs ")
+        assert plain.endswith("pip install 'fedbench[flower]'")
         assert "\n" not in plain
     else:
         assert plain is None
