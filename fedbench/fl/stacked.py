@@ -7,12 +7,17 @@ computation: batched matrix products for fully connected models, ``vmap`` over
 ``functional_call`` otherwise. The arithmetic is :class:`~fedbench.fl.client.SGDTraining`'s
 (mean cross-entropy, ``torch.optim.SGD`` without dampening, the batch schedule of
 :func:`~fedbench.fl.client.batch_schedule`), so the two engines agree to float rounding
-(tests/fedbench/fl/test_stacked.py); the membership attacks' reference models train with it.
+(tests/fedbench/fl/test_stacked.py). Clients of different sizes take batches of different
+sizes and different numbers of steps: :func:`pad_schedules` pads them to one shape with
+weight-0 slots and masks the steps a client does not take. The simulation's vectorized engine
+(:mod:`fedbench.fl.engine`) and the membership attacks' reference models train with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -22,7 +27,6 @@ from torch.nn import functional as F
 from fedbench.fl.recipe import TrainingRecipe
 
 StackedParams = dict[str, torch.Tensor]
-StackedGradients = Callable[[StackedParams, torch.Tensor, torch.Tensor], StackedParams]
 
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Identity)
 StackedForward = Callable[[StackedParams, torch.Tensor], torch.Tensor]
@@ -81,6 +85,28 @@ def stacked_gradients(base: nn.Module) -> StackedGradients:
     return gradients_of(grouped_forward(base) or vmapped_forward(base))
 
 
+@dataclass(frozen=True)
+class StackedStep:
+    """One step's per-copy gradients and per-copy losses (detached, shape [W])."""
+
+    grads: StackedParams
+    losses: torch.Tensor
+
+
+class StackedGradients(Protocol):
+    """Per-copy gradients of stacked copies on their batches x [W, B, ...], y [W, B].
+
+    ``weights`` [W, B], when given, weighs each example's cross-entropy (1/b for a copy's b
+    real examples, 0 for padding), so a padded batch gives the mean over its real examples;
+    without it every slot is real and the loss is the plain mean.
+    """
+
+    def __call__(
+        self, params: StackedParams, x: torch.Tensor, y: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> StackedStep: ...
+
+
 def gradients_of(forward: StackedForward) -> StackedGradients:
     """Per-copy gradients of the mean cross-entropy, given a forward pass over stacked copies.
 
@@ -91,14 +117,21 @@ def gradients_of(forward: StackedForward) -> StackedGradients:
     """
 
     def gradients(
-        params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+        params: StackedParams, x: torch.Tensor, y: torch.Tensor,
+        weights: torch.Tensor | None = None,
+    ) -> StackedStep:
         leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
         with torch.enable_grad():
             logits = forward(leaves, x)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
-            grads = torch.autograd.grad(loss / y.shape[1], list(leaves.values()))
-        return dict(zip(leaves, grads, strict=True))
+            per_example = F.cross_entropy(
+                logits.flatten(0, 1), y.flatten(), reduction="none"
+            ).view(y.shape)
+            if weights is None:
+                per_copy = per_example.sum(1) / y.shape[1]
+            else:
+                per_copy = (per_example * weights).sum(1)
+            grads = torch.autograd.grad(per_copy.sum(), list(leaves.values()))
+        return StackedStep(dict(zip(leaves, grads, strict=True)), per_copy.detach())
 
     return gradients
 
@@ -117,6 +150,127 @@ def vectorizable(model: nn.Module, example: torch.Tensor, label: torch.Tensor) -
     return True
 
 
+@dataclass(frozen=True)
+class PaddedSchedules:
+    """W clients' batch schedules padded to one shape: one batched computation per local step.
+
+    Clients of a round differ in size, so their batches (the last of an epoch is short, a
+    client smaller than a batch is its own batch) and their numbers of steps differ. Padded
+    slots carry weight 0, so each client's loss is the mean over its real batch; a client
+    past its last step is inactive and keeps its parameters and momentum.
+
+    Attributes:
+        positions: [S, W, B] each step's batch, as positions into the client's own examples;
+            padded slots hold 0, a position every client has.
+        weights: [S, W, B] 1/b on a client's b real slots of a step, 0 elsewhere.
+        active: [S, W] whether the client takes step s.
+        full: Per step, whether every client takes it with B real examples: the plain mean,
+            with neither weights nor masking (the arithmetic of equal clients).
+        steps: [W] each client's number of steps.
+    """
+
+    positions: torch.Tensor
+    weights: torch.Tensor
+    active: torch.Tensor
+    full: list[bool]
+    steps: torch.Tensor
+
+
+def pad_schedules(
+    schedules: Sequence[Sequence[torch.Tensor]], device: torch.device | None = None
+) -> PaddedSchedules:
+    """Pad the clients' schedules (:func:`~fedbench.fl.client.batch_schedule`) to one shape."""
+    if not schedules or any(len(s) == 0 for s in schedules):
+        raise ValueError("every client needs at least one local step")
+    num_steps = max(len(s) for s in schedules)
+    batch = max(len(b) for s in schedules for b in s)
+    positions = torch.zeros(num_steps, len(schedules), batch, dtype=torch.long)
+    counts = torch.zeros(num_steps, len(schedules), dtype=torch.long)
+    for client, schedule in enumerate(schedules):
+        for step, positions_of_step in enumerate(schedule):
+            positions[step, client, : len(positions_of_step)] = positions_of_step
+            counts[step, client] = len(positions_of_step)
+    real = torch.arange(batch) < counts.unsqueeze(-1)
+    weights = real / counts.clamp(min=1).unsqueeze(-1)
+    return PaddedSchedules(
+        positions=positions.to(device),
+        weights=weights.to(device),
+        active=(counts > 0).to(device),
+        full=(counts == batch).all(dim=1).tolist(),
+        steps=(counts > 0).sum(dim=0).to(device),
+    )
+
+
+@dataclass(frozen=True)
+class StackedTraining:
+    """W clients' local training: their trained parameters (stacked) and each client's mean
+    loss over its own steps ([W], float64, as :class:`~fedbench.fl.client.SGDTraining`
+    reports it)."""
+
+    params: StackedParams
+    losses: torch.Tensor
+
+
+def train_stacked(
+    gradients: StackedGradients,
+    start: StackedParams,
+    schedules: Sequence[Sequence[torch.Tensor]],
+    rows: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: TrainingRecipe,
+) -> StackedTraining:
+    """W clients' local SGD at once, each on its own examples and batch order.
+
+    Args:
+        gradients: Per-copy gradients of stacked copies (:func:`stacked_gradients`).
+        start: Each client's starting parameters, stacked ([W, ...] per tensor).
+        schedules: Per client, the positions (into its own examples) of every local step's
+            batch; clients may take different numbers of steps with different batch sizes.
+        rows: [W, n] positions of each client's examples in ``x`` and ``y`` (n: the largest
+            client; a smaller client's row is padded with any valid position, never read).
+        x: The examples all clients draw from.
+        y: Their labels.
+        recipe: Learning rate and momentum.
+
+    Returns:
+        Each client's trained parameters and mean loss.
+    """
+    plan = pad_schedules(schedules, rows.device)
+    local = dict(start)
+    momentum: StackedParams | None = None
+    total_loss = torch.zeros(rows.shape[0], dtype=torch.float64, device=rows.device)
+    for step, full in enumerate(plan.full):
+        positions = torch.gather(rows, 1, plan.positions[step])
+        result = gradients(local, x[positions], y[positions],
+                           None if full else plan.weights[step])
+        total_loss += result.losses.to(torch.float64)
+        grads = result.grads
+        if recipe.momentum:
+            # torch.optim.SGD without dampening: buf = g, then buf = μ·buf + g. Every client
+            # takes step 0, so the buffer starts as everyone's first gradient.
+            stepped = grads if momentum is None else {
+                n: recipe.momentum * momentum[n] + grads[n] for n in local
+            }
+            momentum = stepped if full or momentum is None else _where_active(
+                plan.active[step], stepped, momentum
+            )
+            grads = stepped
+        trained = {n: local[n] - recipe.lr * grads[n] for n in local}
+        local = trained if full else _where_active(plan.active[step], trained, local)
+    return StackedTraining(local, total_loss / plan.steps.to(torch.float64))
+
+
+def _where_active(
+    active: torch.Tensor, stepped: StackedParams, kept: StackedParams
+) -> StackedParams:
+    """The stepped tensors for active clients, the kept ones for clients past their last step."""
+    return {
+        n: torch.where(active.view(-1, *[1] * (kept[n].dim() - 1)), stepped[n], kept[n])
+        for n in kept
+    }
+
+
 def local_sgd_stacked(
     gradients: StackedGradients,
     start: StackedParams,
@@ -126,33 +280,5 @@ def local_sgd_stacked(
     y: torch.Tensor,
     recipe: TrainingRecipe,
 ) -> StackedParams:
-    """W clients' local SGD at once, each on its own examples and batch order.
-
-    Args:
-        gradients: Per-copy gradients of stacked copies (:func:`stacked_gradients`).
-        start: Each client's starting parameters, stacked ([W, ...] per tensor).
-        schedules: Per client, the positions (into its own examples) of every local step's
-            batch; all clients take the same number of steps with the same batch size.
-        rows: [W, n] positions of each client's n examples in ``x`` and ``y``.
-        x: The examples all clients draw from.
-        y: Their labels.
-        recipe: Learning rate and momentum.
-
-    Returns:
-        Each client's trained parameters, stacked.
-    """
-    local = dict(start)
-    momentum: StackedParams | None = None
-    device = rows.device
-    for step in range(len(schedules[0])):
-        batch = torch.stack([s[step] for s in schedules]).to(device)
-        positions = torch.gather(rows, 1, batch)
-        grads = gradients(local, x[positions], y[positions])
-        if recipe.momentum:
-            # torch.optim.SGD without dampening: buf = g, then buf = μ·buf + g.
-            momentum = grads if momentum is None else {
-                n: recipe.momentum * momentum[n] + grads[n] for n in local
-            }
-            grads = momentum
-        local = {n: local[n] - recipe.lr * grads[n] for n in local}
-    return local
+    """Each client's trained parameters, stacked (:func:`train_stacked` without the losses)."""
+    return train_stacked(gradients, start, schedules, rows, x, y, recipe).params

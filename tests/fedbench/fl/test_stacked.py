@@ -19,7 +19,9 @@ from fedbench.fl.stacked import (
     gradients_of,
     grouped_forward,
     local_sgd_stacked,
+    pad_schedules,
     stacked_gradients,
+    train_stacked,
     vectorizable,
     vmapped_forward,
 )
@@ -115,8 +117,8 @@ def testgrouped_forward_gives_the_vmap_gradients(
               for n, p in base.named_parameters()}
     rows = torch.randint(0, len(digits), (copies, batch), generator=g)
     x, y = digits.x[rows], digits.y[rows]
-    grouped = gradients_of(forward)(params, x, y)
-    mapped = gradients_of(vmapped_forward(base))(params, x, y)
+    grouped = gradients_of(forward)(params, x, y).grads
+    mapped = gradients_of(vmapped_forward(base))(params, x, y).grads
     assert grouped.keys() == mapped.keys()
     for name in grouped:
         assert grouped[name].abs().amax() > 0
@@ -129,3 +131,86 @@ def testgrouped_forward_only_takes_fully_connected_sequentials() -> None:
     frozen = _factory("mlp", hidden=[8])()
     frozen[1].weight.requires_grad_(False)
     assert grouped_forward(frozen) is None  # not every layer is in the stacked parameters
+
+
+def _padded_rows(sizes: tuple[int, ...]) -> torch.Tensor:
+    """Each client's positions in the concatenated examples, padded with its first one."""
+    offsets = np.cumsum((0, *sizes))
+    longest = max(sizes)
+    return torch.stack([
+        torch.tensor([offsets[i] + (j if j < n else 0) for j in range(longest)])
+        for i, n in enumerate(sizes)
+    ])
+
+
+@pytest.mark.parametrize(
+    ("model", "recipe", "sizes"),
+    [
+        # different step counts and short last batches, with momentum (the buffer of a client
+        # past its last step must not move its parameters)
+        (_factory("mlp", hidden=[16]), TrainingRecipe("fedavg", 5, 2, None, 0.1, 0.9),
+         (3, 17, 8, 1)),
+        # FedSGD on each client's whole data: one batch per client, of its own size
+        (_factory("logreg"), TrainingRecipe("fedsgd", None, 1, None, 0.5), (3, 7, 12)),
+        (_factory("lenet"), TrainingRecipe("fedavg", 4, 1, 3, 0.01), (2, 9)),
+        (_factory("convnet", width=4), TrainingRecipe("fedavg", 4, 1, None, 0.05, 0.5),
+         (5, 11, 4)),
+    ],
+    ids=["mlp-ragged-momentum", "logreg-fedsgd-whole-data", "lenet-steps", "convnet-ragged"],
+)
+def test_ragged_clients_train_as_sgd_training_does(
+    digits: TensorData, model: Callable[[], nn.Module], recipe: TrainingRecipe,
+    sizes: tuple[int, ...],
+) -> None:
+    base = model()
+    w0 = get_flat(base)
+    offsets = np.cumsum((0, *sizes))
+    clients = [digits.subset(np.arange(offsets[i], offsets[i + 1])) for i in range(len(sizes))]
+    streams = Streams(5)
+    ctx = RoundContext(round=2, sampled=list(range(len(sizes))), num_clients=len(sizes),
+                       expected_clients=len(sizes), dim=w0.numel(), streams=streams)
+    looped = [SGDTraining().train(model(), data, recipe, client_id=cid, ctx=ctx)
+              for cid, data in enumerate(clients)]
+    schedules = [batch_schedule(len(c), recipe, streams.torch("local_training", 2, cid))
+                 for cid, c in enumerate(clients)]
+    names = [n for n, p in base.named_parameters() if p.requires_grad]
+    start = {n: p.detach().unsqueeze(0).repeat(len(sizes), *[1] * p.dim())
+             for n, p in base.named_parameters() if p.requires_grad}
+    trained = train_stacked(stacked_gradients(base), start, schedules, _padded_rows(sizes),
+                            digits.x, digits.y, recipe)
+    stacked = torch.cat([trained.params[n].reshape(len(sizes), -1) for n in names], dim=1)
+    for cid, loop in enumerate(looped):
+        assert (loop.params - w0).abs().amax() > 1e-4  # the client actually trained
+        torch.testing.assert_close(stacked[cid], loop.params, atol=1e-5, rtol=1e-5)
+        assert float(trained.losses[cid]) == pytest.approx(loop.loss, rel=1e-5)
+
+
+def test_padded_schedules_weigh_real_examples_and_mask_finished_clients() -> None:
+    schedules = [[torch.tensor([2, 0]), torch.tensor([1])], [torch.tensor([0])]]
+    plan = pad_schedules(schedules)
+    assert plan.positions.shape == (2, 2, 2)
+    assert plan.positions[0, 0].tolist() == [2, 0]
+    assert plan.weights[0].tolist() == [[0.5, 0.5], [1.0, 0.0]]  # a mean over real slots
+    assert plan.weights[1].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert plan.active.tolist() == [[True, True], [True, False]]
+    assert plan.steps.tolist() == [2, 1]
+    assert plan.full == [False, False]
+    assert pad_schedules([[torch.tensor([0, 1])]] * 3).full == [True]
+    with pytest.raises(ValueError, match="at least one local step"):
+        pad_schedules([[torch.tensor([0])], []])
+
+
+def test_a_client_past_its_last_step_keeps_its_parameters(digits: TensorData) -> None:
+    base = _factory("logreg")()
+    start = {n: p.detach().unsqueeze(0).repeat(2, *[1] * p.dim())
+             for n, p in base.named_parameters()}
+    recipe = TrainingRecipe("fedavg", 2, 1, None, 0.5, 0.9)
+    one_step = [[torch.tensor([0, 1])], [torch.tensor([0, 1])]]
+    longer = [[torch.tensor([0, 1])], [torch.tensor([0, 1]), torch.tensor([1, 0])] * 2]
+    rows = torch.tensor([[0, 1], [2, 3]])
+    gradients = stacked_gradients(base)
+    short = train_stacked(gradients, start, one_step, rows, digits.x, digits.y, recipe)
+    mixed = train_stacked(gradients, start, longer, rows, digits.x, digits.y, recipe)
+    for name in start:
+        torch.testing.assert_close(mixed.params[name][0], short.params[name][0])  # frozen
+        assert (mixed.params[name][1] - short.params[name][1]).abs().amax() > 1e-4  # went on
