@@ -9,6 +9,7 @@ Every experiment runs against one registered adversary (``adversary:`` in the co
 | broadcast | send each sampled client a model of its choice | ``broadcaster`` |
 | the channel | deviate from secure aggregation, pool colluders' shares | ``setup_channel`` |
 | the views | open views it creates (a target isolated in the sum) | ``views``, ``cut_view`` |
+| the clients | pool colluding clients' own updates and keys | ``coalition`` |
 
 What it did is visible to the defenses (the Transcript records each client's model hash, so a
 model-consistency check can refuse a round) and to the reader: every record names the
@@ -59,6 +60,7 @@ class SetUp:
         population: The held-out public split (the server's own data).
         num_clients: Clients in the federation.
         seed: Seed of the adversary's own random stream.
+        server_lr: The server's learning rate η (public: clients see w_{t+1} = w_t + η·S'/n).
     """
 
     input_shape: tuple[int, ...]
@@ -66,6 +68,23 @@ class SetUp:
     population: TensorData
     num_clients: int
     seed: int
+    server_lr: float = 1.0
+
+
+@dataclass(frozen=True)
+class Coalition:
+    """Clients that pool what they hold: their own updates, and their keys.
+
+    Attributes:
+        members: The colluding clients.
+        with_server: Whether the server is one of them. With it, the coalition reads every
+            message a client's secrets open (a shared HE secret key decrypts any client's
+            ciphertext) and the server's sum; without it, only what clients receive — the
+            global models w_t, from which the post-noise sum follows.
+    """
+
+    members: frozenset[int]
+    with_server: bool
 
 
 class Adversary:
@@ -104,6 +123,11 @@ class Adversary:
 
     def setup_channel(self, channel: Channel) -> None:
         """Act inside the channel (e.g. deviate from secure aggregation); by default nothing."""
+
+    def coalition(self) -> Coalition | None:
+        """The colluding clients whose own updates the Transcript keeps for this adversary
+        (None: no client colludes)."""
+        return None
 
     def views(self, opened: frozenset[ViewKind], *, channel: Channel) -> frozenset[ViewKind]:
         """The views open to this adversary, given those the channel leaves open."""

@@ -86,6 +86,11 @@ class Channel(Stage):
         """What the server can read of one message: the update, or None if it is hidden."""
         return None
 
+    def reveal_with_client_secrets(self, message: EncodedUpdate) -> np.ndarray | None:
+        """What a server helped by one colluding client (holding that client's secrets) reads
+        of another client's message; by default what the server reads alone."""
+        return self.reveal(message)
+
     def expect_malicious_server(self) -> None:
         """Turn on the checks this channel has against a server that deviates (secure
         aggregation's consistency check); a channel without such checks has nothing to do."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from fedbench.fl.channel import AggregateResult, EncodedUpdate
@@ -48,6 +49,7 @@ class WireResult:
         aggregate_cpu_seconds: Its CPU time (this process).
         plaintext_cpu_seconds: CPU time of a plaintext sum of the same updates right after it
             (the same-run cost baseline), or None when no cost baseline was asked for.
+        coalition_updates: The colluding clients' own updates (an adversary's coalition).
     """
 
     messages: dict[int, EncodedUpdate]
@@ -58,6 +60,7 @@ class WireResult:
     aggregate_seconds: float = 0.0
     aggregate_cpu_seconds: float = 0.0
     plaintext_cpu_seconds: float | None = None
+    coalition_updates: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,14 @@ class ServerResult:
         contributors: Clients whose updates are in the aggregate.
         aggregate: The decoded sum before the server-side stages (what the server saw).
         next_params: w_{t+1}.
+        denominator: What the server stages left the sum to be divided by (the model step
+            is η·S'/denominator).
     """
 
     contributors: tuple[int, ...]
     aggregate: torch.Tensor
     next_params: torch.Tensor
+    denominator: float = 0.0
 
 
 @dataclass(frozen=True)

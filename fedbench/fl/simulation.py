@@ -238,9 +238,13 @@ class Simulation:
         rejected: dict[int, str] = {}
         losses: list[float] = []
         used_ids: dict[int, torch.Tensor] = {}
+        own: dict[int, np.ndarray] = {}  # colluding clients' updates, as they computed them
+        coalition = self.transcript.coalition
         for out in outputs:
             losses.append(out.loss)
             vector = out.update.detach().cpu().numpy().astype(np.float32, copy=False)
+            if coalition is not None and out.client_id in coalition.members:
+                own[out.client_id] = vector.copy()  # a chunked engine may reuse the memory
             try:
                 check_update(out.client_id, vector, self.dim)
                 with self.watch.measure("channel_encode"):
@@ -257,7 +261,7 @@ class Simulation:
             aggregate = channel.aggregate(messages) if messages else None
         plaintext = self._plaintext_cpu_seconds(plain) if self.cost_baseline else None
         return WireResult(messages, rejected, aggregate, losses, used_ids, lap.seconds,
-                          lap.cpu_seconds, plaintext)
+                          lap.cpu_seconds, plaintext, own)
 
     def _server_phase(self, wire: WireResult, ctx: RoundContext, w_t: torch.Tensor) -> ServerResult:
         """Server stages on the decoded sum, then the model step."""
@@ -278,7 +282,7 @@ class Simulation:
         if denominator > 0:
             step = (self.fl.server_lr * total / denominator).to(w_t.dtype)
             set_flat(self.model, w_t + step)
-        return ServerResult(contributors, seen, get_flat(self.model))
+        return ServerResult(contributors, seen, get_flat(self.model), denominator)
 
     # -- records -----------------------------------------------------------------------------
 
@@ -323,12 +327,14 @@ class Simulation:
             params=_sent_params(sent, w_t),
             aggregate=server.aggregate,
             next_params=server.next_params,
+            denominator=server.denominator,
         )
         self.private.participants.update(server.contributors)
         if self.transcript.keeps(ctx.round):
             for cid, ids in wire.used_ids.items():
                 self.private.used_ids[(ctx.round, cid)] = ids
-        self.transcript.add_round(record, channel=self.pipeline.channel, messages=wire.messages)
+        self.transcript.add_round(record, channel=self.pipeline.channel, messages=wire.messages,
+                                  own=wire.coalition_updates)
         self.transcript.record_params(server.next_params)
         return record
 

@@ -65,6 +65,7 @@ class ThreatModel:
             rounds=rounds,
             keep_rounds={target.round for kind, target in pairs if kind in PER_ROUND_VIEWS},
             keep_model_sequence=any(kind == ViewKind.MODEL_SEQUENCE for kind, _ in pairs),
+            coalition=self.adversary.coalition(),
         )
 
     def view(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedbench.adversary import Coalition
 from fedbench.fl.channel import Channel, EncodedUpdate
 from fedbench.fl.views import AggregateView, ClientUpdateView, FinalModelView, ModelSequenceView
 
@@ -45,9 +46,13 @@ class RoundRecord:
         failed: Why the round failed (no aggregate, model unchanged), or None.
         params: w_t.
         client_updates: Each contributor's update as the server could read it (kept only when
-            the channel reveals single updates).
+            the channel reveals single updates, or a colluding client's secrets open them).
+        coalition_updates: The colluding clients' own updates, as they computed them (kept
+            only for an adversary with a coalition).
         aggregate: The decoded sum before server-side stages.
         next_params: w_{t+1}.
+        denominator: The divisor of the model step, w_{t+1} = w_t + η·S'/denominator with S'
+            the sum after the server stages (public: the FL and DP settings fix it).
     """
 
     round: int
@@ -63,8 +68,10 @@ class RoundRecord:
     failed: str | None = None
     params: torch.Tensor | None = None
     client_updates: dict[int, torch.Tensor] | None = None
+    coalition_updates: dict[int, torch.Tensor] | None = None
     aggregate: torch.Tensor | None = None
     next_params: torch.Tensor | None = None
+    denominator: float | None = None
 
 
 class Transcript:
@@ -75,6 +82,8 @@ class Transcript:
         keep_rounds: Rounds whose vectors (w_t, updates, aggregate) are kept; negative indices
             count from the end (-1 = last round).
         keep_model_sequence: Keep w_0 … w_T (for ``model_sequence`` attacks).
+        coalition: Colluding clients (the adversary's): their own updates are kept, and with
+            the server among them every message their secrets open.
     """
 
     def __init__(
@@ -83,8 +92,10 @@ class Transcript:
         rounds: int,
         keep_rounds: Collection[int] = (),
         keep_model_sequence: bool = False,
+        coalition: Coalition | None = None,
     ) -> None:
         self.num_rounds = rounds
+        self.coalition = coalition
         self.keep_rounds = {r % rounds if r < 0 else r for r in keep_rounds} if rounds else set()
         self.keep_model_sequence = keep_model_sequence
         self.rounds: list[RoundRecord] = []
@@ -108,6 +119,7 @@ class Transcript:
         *,
         channel: Channel,
         messages: Mapping[int, EncodedUpdate] | None = None,
+        own: Mapping[int, np.ndarray] | None = None,
     ) -> None:
         """Append one round's record, keeping only what the server could see and was asked for.
 
@@ -116,15 +128,24 @@ class Transcript:
             channel: The channel the messages travelled through; it says what one message
                 reveals.
             messages: The messages the server received, by client.
+            own: The coalition members' own updates this round (what each computed).
         """
         if not self.keeps(record.round):
             record.params = record.aggregate = record.next_params = None
-            record.client_updates = None
+            record.client_updates = record.coalition_updates = None
         else:
             record.params = _cpu_copy(record.params)
             record.aggregate = _cpu_copy(record.aggregate)
             record.next_params = _cpu_copy(record.next_params)
-            record.client_updates = _revealed(channel, messages or {}, record.contributors)
+            helped = self.coalition is not None and self.coalition.with_server
+            record.client_updates = _revealed(
+                channel, messages or {}, record.contributors, with_client_secrets=helped
+            )
+            if self.coalition is not None:
+                record.coalition_updates = {
+                    c: torch.from_numpy(np.array(v)) for c, v in sorted((own or {}).items())
+                    if c in self.coalition.members
+                }
         self.rounds.append(record)
 
     # -- views -----------------------------------------------------------------------------
@@ -190,15 +211,19 @@ def _cpu_copy(vector: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _revealed(
-    channel: Channel, messages: Mapping[int, EncodedUpdate], contributors: tuple[int, ...]
+    channel: Channel, messages: Mapping[int, EncodedUpdate], contributors: tuple[int, ...],
+    *, with_client_secrets: bool = False,
 ) -> dict[int, torch.Tensor] | None:
-    """What the server can read of each contributor's message, or None when the channel hides
-    single updates."""
-    if not channel.reveals_client_updates:
+    """What the server can read of each contributor's message (helped by a colluding client's
+    secrets or not), or None when it reads none."""
+    read = channel.reveal_with_client_secrets if with_client_secrets else channel.reveal
+    if not (channel.reveals_client_updates or with_client_secrets):
         return None
     updates = {}
     for cid in contributors:
-        revealed = channel.reveal(messages[cid])
+        revealed = read(messages[cid])
         if revealed is not None:
             updates[cid] = torch.from_numpy(np.array(revealed))
-    return updates
+    # A colluding client's secrets that open nothing (secure aggregation's masks need t
+    # shares) leave the view closed, as for the server alone.
+    return updates if channel.reveals_client_updates or updates else None

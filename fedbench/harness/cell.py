@@ -25,6 +25,7 @@ from fedbench.data.federated import FederatedData
 from fedbench.data.membership import Canaries, membership_candidates
 from fedbench.data.tensors import TensorData
 from fedbench.defense import Defense
+from fedbench.errors import ConfigError
 from fedbench.fl.phases import RoundSummary
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.simulation import Simulation, SimulationResult
@@ -214,7 +215,7 @@ class CellRun:
         adversary = ADVERSARIES.create(cfg.adversary.name, cfg.adversary.params)
         setup = SetUp(input_shape=data.input_shape, num_classes=data.num_classes,
                       population=data.population, num_clients=cfg.fl.num_clients,
-                      seed=streams.integer_seed("adversary"))
+                      seed=streams.integer_seed("adversary"), server_lr=cfg.fl.server_lr)
         factory = adversary.model_factory(model_factory(cfg, data, streams), setup)
         self.defenses = build_defenses(cfg)
         pipeline = Pipeline(self.defenses)
@@ -257,6 +258,12 @@ class CellRun:
         saved (the views cut from it are the same, only more is kept)."""
         rounds = self.cfg.fl.rounds
         if isinstance(self.cell, TranscribedCell):
+            if threat.adversary.coalition() is not None:
+                # The file format holds what one server saw; a coalition's own updates and
+                # what its keys open are not part of it.
+                raise ConfigError(f"adversary {threat.adversary.label()}: a transcript file "
+                                  "records an honest server's view; save transcripts of "
+                                  "runs without colluding clients")
             return Transcript(rounds=rounds, keep_rounds=range(rounds), keep_model_sequence=True)
         return threat.transcript(
             rounds=rounds,
