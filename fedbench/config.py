@@ -106,6 +106,11 @@ class FLConfig(_Strict):
         on_bad_update: "drop" a client whose update has NaN/Inf or a wrong shape (recorded),
             or "abort_round" (the round is recorded as failed, the model is unchanged).
         on_failed_round: "continue" with the next round or "stop" the run.
+        engine: How the sampled clients' local training is computed: "loop" (one client after
+            another), "vectorized" (chunks of clients as stacked copies, batched; refused where
+            it cannot apply: a defense's own local training, a model torch.func cannot batch)
+            or "auto" (vectorized where it applies, else the loop). The engines give the same
+            updates up to float rounding; the cell record says which one ran.
     """
 
     algorithm: Literal["fedsgd", "fedavg"] = "fedavg"
@@ -124,6 +129,16 @@ class FLConfig(_Strict):
     eval_every: int = Field(1, ge=1)
     on_bad_update: Literal["drop", "abort_round"] = "drop"
     on_failed_round: Literal["continue", "stop"] = "continue"
+    engine: Literal["auto", "loop", "vectorized"] = "auto"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The default engine is left out, so that every cell keeps the id (a hash of this
+        # dump) and the records it had before the field existed.
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("engine") == "auto":
+            del dumped["engine"]
+        return dumped
 
     @model_validator(mode="after")
     def _check(self) -> FLConfig:

@@ -34,11 +34,13 @@ from fedbench.fl.broadcast import (
 )
 from fedbench.fl.channel import EncodedUpdate, PlaintextChannel, check_update
 from fedbench.fl.context import RoundContext, RunInfo
+from fedbench.fl.engine import Engine, VectorizedClients, choose_engine
 from fedbench.fl.evaluate import evaluate
 from fedbench.fl.params import FlatParameters, get_flat, set_flat
 from fedbench.fl.phases import ClientOutput, RoundSummary, ServerResult, WireResult
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.sampling import ClientSampler
+from fedbench.fl.stages import LocalResult
 from fedbench.fl.threat import PrivateLog
 from fedbench.fl.timing import Stopwatch
 from fedbench.fl.transcript import RoundRecord, Transcript
@@ -60,6 +62,7 @@ class SimulationResult:
         private: Ground truth for scoring.
         timings: Seconds spent: total, client training, channel encode (clients, including
             per-round set-up) and channel aggregate (server).
+        engine: Which engine computed the local training ("loop" or "vectorized").
     """
 
     model: nn.Module
@@ -67,6 +70,7 @@ class SimulationResult:
     transcript: Transcript
     private: PrivateLog
     timings: dict[str, float]
+    engine: Engine = "loop"
 
     @property
     def final_accuracy(self) -> float:
@@ -89,7 +93,12 @@ class Simulation:
         cost_baseline: Time a plaintext sum of every round's updates right after the channel's
             aggregation (the same-run baseline of the aggregation-time ratio).
         device: Training device.
-        progress: Show a progress bar over rounds.
+        progress: Show a progress bar over rounds (with clients trained per second).
+        chunk_size: Clients the vectorized engine trains at once (default: what fits in
+            ``fedbench.fl.engine.CHUNK_BYTES``).
+
+    Raises:
+        ConfigError: ``fl.engine`` is "vectorized" where it cannot apply.
     """
 
     def __init__(
@@ -105,6 +114,7 @@ class Simulation:
         cost_baseline: bool = False,
         device: str | torch.device = "cpu",
         progress: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         if len(data.clients) != fl.num_clients:
             raise ValueError(
@@ -129,6 +139,11 @@ class Simulation:
             streams=streams,
         )
         self.dim = int(get_flat(self.model).numel())
+        self.engine: Engine = choose_engine(fl.engine, pipeline, self.worker, data)
+        self._vectorized = (
+            VectorizedClients(self.worker, data, fl.recipe, chunk_size)
+            if self.engine == "vectorized" else None
+        )
         self.run_info = run_info(fl, data, self.dim, model_factory, streams, self.device)
         self.private = PrivateLog()
         self.watch = Stopwatch(*TIMED)
@@ -146,18 +161,25 @@ class Simulation:
         self.setup()
         history: list[RoundSummary] = []
         bar = tqdm(range(self.fl.rounds), desc="rounds", disable=not self.progress, leave=False)
+        postfix: dict[str, str] = {}
+        clients, tick = 0, time.perf_counter()
         with self.watch.measure("total"):
             for t in bar:
                 summary = self.run_round(t)
+                clients += summary.sampled
+                # Whole rounds (training, channel, server) per second, the rate a user waits on.
+                postfix["clients/s"] = f"{clients / max(time.perf_counter() - tick, 1e-9):.0f}"
                 if (t + 1) % self.fl.eval_every == 0 or t == self.fl.rounds - 1:
                     accuracy, loss = evaluate(self.model, self.data.test)
                     summary = replace(summary, accuracy=accuracy, loss=loss)
-                    bar.set_postfix(acc=f"{accuracy:.3f}")
+                    postfix["acc"] = f"{accuracy:.3f}"
+                bar.set_postfix(postfix)
                 history.append(summary)
                 if summary.failed and self.fl.on_failed_round == "stop":
                     break
         return SimulationResult(
-            self.model, history, self.transcript, self.private, dict(self.watch.totals)
+            self.model, history, self.transcript, self.private, dict(self.watch.totals),
+            self.engine,
         )
 
     def run_round(self, t: int) -> RoundSummary:
@@ -205,21 +227,39 @@ class Simulation:
         """Each sampled client trains on the model it received and applies the client stages.
 
         Yields one client at a time, so that the wire phase encodes each update before the next
-        client trains (one update in memory, as on real devices).
+        client trains (one update in memory, as on real devices; a chunk of updates with the
+        vectorized engine).
         """
-        for cid in ctx.sampled:
+        results = self._looped(sent, ctx) if self._vectorized is None else self._stacked(
+            self._vectorized, sent, ctx
+        )
+        for cid, local in results:
             received = sent.models[cid]
-            self._worker_flat.load(received)
-            with self.watch.measure("client_training"):
-                local = self.pipeline.local_training.train(
-                    self.worker, self.data.clients[cid], self.fl.recipe, client_id=cid, ctx=ctx
-                )
             update = local.params.to(received.device) - received
             if ctx.weights[cid] != 1.0:
                 update = update * ctx.weights[cid]
             for stage in self.pipeline.client_stages:
                 update = stage.apply(cid, update, ctx)
             yield ClientOutput(cid, update, local.loss, local.used_ids)
+
+    def _looped(self, sent: Broadcast, ctx: RoundContext) -> Iterator[tuple[int, LocalResult]]:
+        """The loop engine: each client trains the worker model with the local_training stage."""
+        for cid in ctx.sampled:
+            self._worker_flat.load(sent.models[cid])
+            with self.watch.measure("client_training"):
+                local = self.pipeline.local_training.train(
+                    self.worker, self.data.clients[cid], self.fl.recipe, client_id=cid, ctx=ctx
+                )
+            yield cid, local
+
+    def _stacked(
+        self, engine: VectorizedClients, sent: Broadcast, ctx: RoundContext
+    ) -> Iterator[tuple[int, LocalResult]]:
+        """The vectorized engine: the clients train in chunks of stacked copies."""
+        for chunk in engine.chunks(ctx.sampled):
+            with self.watch.measure("client_training"):
+                results = engine.train(chunk, sent.models, ctx)
+            yield from zip(chunk, results, strict=True)
 
     def _wire_phase(self, outputs: Iterator[ClientOutput], ctx: RoundContext) -> WireResult:
         """Check, encode and aggregate the updates; apply the bad-update policy.

@@ -16,6 +16,7 @@ from fedbench.data.federated import FederatedData, federate
 from fedbench.data.membership import Canaries, insert_canaries
 from fedbench.defense import Defense
 from fedbench.fl.context import RunInfo
+from fedbench.fl.engine import vectorized_refusal, why_not_vectorized
 from fedbench.fl.params import num_params
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.simulation import run_info
@@ -92,6 +93,10 @@ def pipeline_problems(cfg: ExperimentConfig) -> list[str]:
         data, _ = cell_data(cfg, streams)
         factory = model_factory(cfg, data, streams)
         pipeline = Pipeline(build_defenses(cfg))
-        return pipeline.check(build_run_info(cfg, data, factory, streams))
+        problems = pipeline.check(build_run_info(cfg, data, factory, streams))
+        if cfg.fl.engine == "vectorized":
+            why = why_not_vectorized(pipeline, factory(), data)
+            problems += [vectorized_refusal(why)] if why else []
+        return problems
     except (FedbenchError, ValueError) as err:
         return [str(err)]

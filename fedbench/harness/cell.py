@@ -26,6 +26,7 @@ from fedbench.data.membership import Canaries, membership_candidates
 from fedbench.data.tensors import TensorData
 from fedbench.defense import Defense
 from fedbench.errors import ConfigError
+from fedbench.fl.engine import Engine
 from fedbench.fl.phases import RoundSummary
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.simulation import Simulation, SimulationResult
@@ -174,6 +175,7 @@ class CellRun:
         self.canaries: Canaries | None = None
         self.history: list[RoundRow] = []
         self.scored: dict[int, Scored] = {}  # by attack index: its last scored view
+        self.engine: Engine | None = None  # the local-training engine, once the run chose it
 
     def execute(self) -> list[Row]:
         """Run the cell; always returns rows ending with the ``cell`` row (ok or failed)."""
@@ -192,6 +194,7 @@ class CellRun:
                 started=started,
                 duration_s=time.perf_counter() - tick,
                 executor=self.executor,
+                engine=self.engine,
             )
         finally:
             torch.set_num_threads(threads)
@@ -206,6 +209,7 @@ class CellRun:
             irreproducible="; ".join(varies) or None,
             history=self.history,
             executor=self.executor,
+            engine=self.engine,
         )
 
     def _execute(self) -> None:
@@ -230,6 +234,7 @@ class CellRun:
             transcript=transcript, broadcaster=adversary.broadcaster(setup), cost_baseline=True,
             device=cfg.device, progress=self.progress,
         ).run()
+        self.engine = sim.engine
         self.history = [round_row(r) for r in sim.history]
         for metric in run_metrics(sim, test_size=len(data.test), fl=cfg.fl):
             self.writer.metric(metric, source="fl")

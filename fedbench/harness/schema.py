@@ -131,6 +131,9 @@ class CellRecord(_Row):
         history: Per round: who took part, who was rejected and why, failures, evaluation.
         host: The machine.
         executor: Which executor ran the cell, if known.
+        engine: Which engine computed the clients' local training (``loop``: one client after
+            another; ``vectorized``: chunks of clients as stacked copies), or None where
+            fedbench's simulation did not run (a Flower cell, a cell that failed before it).
         started: Start time (seconds since the epoch).
         duration_s: Wall-clock seconds the cell took.
     """
@@ -151,6 +154,7 @@ class CellRecord(_Row):
     history: list[RoundRow] = Field(default_factory=list)
     host: dict[str, Any] = Field(default_factory=dict)
     executor: str | None = None
+    engine: Literal["loop", "vectorized"] | None = None
     started: float
     duration_s: float
 

@@ -28,7 +28,7 @@ def cell_summary(records: RecordSet, cell: CellRecord) -> str:
         f"{cell.label}  [{cell.cell}]",
         f"status: {cell.status}" + (f" — {cell.error}" if cell.error else ""),
         f"adversary: {cell.adversary}; executor: {cell.executor or 'unknown'}; "
-        f"{cell.duration_s:.1f} s; seeds {cell.seeds}",
+        f"engine: {cell.engine or 'n/a'}; {cell.duration_s:.1f} s; seeds {cell.seeds}",
         f"code: {cell.code_version or cell.git_commit or 'unknown'}; "
         + ", ".join(f"{k} {v}" for k, v in cell.versions.items()),
     ]

@@ -86,6 +86,7 @@ class RecordWriter:
         insecure: str | None = None,
         irreproducible: str | None = None,
         executor: str | None = None,
+        engine: Literal["loop", "vectorized"] | None = None,
         history: list[RoundRow] | None = None,
     ) -> list[MetricRecord | CellRecord]:
         """All rows of the run: the metric rows (none for a failed cell) and the cell row."""
@@ -106,6 +107,7 @@ class RecordWriter:
             history=history or [],
             host=host(),
             executor=executor,
+            engine=engine,
             started=started,
             duration_s=duration_s,
             **marks,

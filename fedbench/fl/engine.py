@@ -1,0 +1,175 @@
+"""How a round's local training is computed: the loop, or chunks of clients trained at once.
+
+The loop (each sampled client trains the reused worker model with the pipeline's
+``local_training`` stage) always applies. The vectorized engine trains a chunk of the round's
+clients as stacked copies of the model (:mod:`fedbench.fl.stacked`): the same batch schedules,
+the same arithmetic, one batched computation per local step. It applies only where it computes
+what the loop would: the stage is the plain :class:`~fedbench.fl.client.SGDTraining` (a
+defense's own training, such as DP-SGD, is the defense's to run) and torch.func can batch the
+model (no buffers: running statistics are updated in place, per copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fedbench.data.federated import FederatedData
+from fedbench.data.tensors import TensorData
+from fedbench.errors import ConfigError, DataError
+from fedbench.fl.client import SGDTraining, batch_schedule
+from fedbench.fl.context import RoundContext
+from fedbench.fl.pipeline import Pipeline
+from fedbench.fl.recipe import TrainingRecipe
+from fedbench.fl.stacked import StackedParams, stacked_gradients, train_stacked, vectorizable
+from fedbench.fl.stages import LocalResult
+
+#: The engines a run can use (``FLConfig.engine`` adds "auto": vectorized where it applies).
+Engine = Literal["loop", "vectorized"]
+
+#: Memory a chunk of stacked clients may take (its parameters, gradients, momentum, batches).
+CHUNK_BYTES = 256 * 2**20
+
+
+def choose_engine(
+    requested: Literal["auto", "loop", "vectorized"], pipeline: Pipeline, model: nn.Module,
+    data: FederatedData,
+) -> Engine:
+    """The engine a run uses: the requested one, or for "auto" vectorized where it applies.
+
+    Raises:
+        ConfigError: "vectorized" was requested where it cannot compute the loop's training.
+    """
+    if requested == "loop":
+        return "loop"
+    why = why_not_vectorized(pipeline, model, data)
+    if why is None:
+        return "vectorized"
+    if requested == "vectorized":
+        raise ConfigError(vectorized_refusal(why))
+    return "loop"
+
+
+def vectorized_refusal(why: str) -> str:
+    """The error of ``engine: vectorized`` where it cannot apply (the run and the checks)."""
+    return f"fl.engine: vectorized cannot train these clients: {why} (use engine: auto or loop)"
+
+
+def why_not_vectorized(pipeline: Pipeline, model: nn.Module, data: FederatedData) -> str | None:
+    """Why the vectorized engine cannot train this run's clients, or None when it can."""
+    trainer = pipeline.local_training
+    if type(trainer) is not SGDTraining:  # a subclass may train differently
+        owners = [n for n, d in pipeline.defenses if d.local_training is trainer]
+        owner = f"defense {owners[0]!r}" if owners else "the pipeline"
+        return f"{owner} replaces local training with {type(trainer).__name__}"
+    buffers = [n for n, _ in model.named_buffers()]
+    if buffers:
+        return (f"the model ({type(model).__name__}) has buffers ({', '.join(buffers[:3])}), "
+                "which stacked copies cannot update in place")
+    shard = next((c for c in data.clients if len(c)), None)
+    if shard is None:
+        return "no client has data"
+    device = next(model.parameters()).device
+    if not vectorizable(model, shard.x[0].to(device), shard.y[0].to(device)):
+        return f"torch.func cannot run stacked copies of the model ({type(model).__name__})"
+    return None
+
+
+def default_chunk_size(dim: int, batch: int, example_numel: int) -> int:
+    """Clients per chunk such that a chunk takes about ``CHUNK_BYTES``.
+
+    Per client: its start, trained copy, gradient and momentum (with autograd's intermediates,
+    about 8 float vectors of the model's size) and a batch's inputs and activations (the
+    widest layer of the registered models is at most ~16× the input).
+    """
+    per_client = 4 * (8 * dim + 16 * batch * example_numel)
+    return max(1, CHUNK_BYTES // per_client)
+
+
+class VectorizedClients:
+    """Trains chunks of a round's clients as stacked copies of one model.
+
+    Args:
+        model: A model of the run's architecture (its values are not used; its trainable
+            parameters' order is the flat vectors' order, as in ``get_flat``).
+        data: The client shards.
+        recipe: The clients' training recipe.
+        chunk_size: Clients trained at once (default: :func:`default_chunk_size`): memory is
+            O(chunk × model size), whatever the number of clients in a round.
+    """
+
+    def __init__(
+        self, model: nn.Module, data: FederatedData, recipe: TrainingRecipe,
+        chunk_size: int | None = None,
+    ) -> None:
+        model.train()
+        self.data = data
+        self.recipe = recipe
+        self.gradients = stacked_gradients(model)
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in trainable]
+        self.shapes = [p.shape for _, p in trainable]
+        self.sizes = [p.numel() for _, p in trainable]
+        batch = recipe.batch_size or max(len(c) for c in data.clients)
+        example = int(data.clients[0].x[0].numel()) if len(data.clients[0]) else 1
+        self.chunk_size = chunk_size or default_chunk_size(sum(self.sizes), batch, example)
+
+    def chunks(self, clients: Sequence[int]) -> Iterator[list[int]]:
+        """The clients in chunks of at most ``chunk_size``, in order."""
+        for i in range(0, len(clients), self.chunk_size):
+            yield list(clients[i : i + self.chunk_size])
+
+    def train(
+        self, clients: Sequence[int], received: Mapping[int, torch.Tensor], ctx: RoundContext
+    ) -> list[LocalResult]:
+        """Each client's local training from the model it received, as SGDTraining's."""
+        shards = [self.data.clients[c] for c in clients]
+        for cid, shard in zip(clients, shards, strict=True):
+            if len(shard) == 0:
+                raise DataError(f"client {cid} has no data")
+        # The batch order SGDTraining draws: stream "local_training" keyed by round, client.
+        schedules = [
+            batch_schedule(len(s), self.recipe, ctx.streams.torch("local_training", ctx.round, c))
+            for c, s in zip(clients, shards, strict=True)
+        ]
+        device = ctx.device
+        x = torch.cat([s.x for s in shards]).to(device)
+        y = torch.cat([s.y for s in shards]).to(device)
+        start = self._unflatten(torch.stack([received[c].to(device) for c in clients]))
+        trained = train_stacked(self.gradients, start, schedules,
+                                _rows([len(s) for s in shards], device), x, y, self.recipe)
+        flat = self._flatten(trained.params)
+        return [
+            _result(flat[i], shard, schedule, float(trained.losses[i]))
+            for i, (shard, schedule) in enumerate(zip(shards, schedules, strict=True))
+        ]
+
+    def _unflatten(self, flat: torch.Tensor) -> StackedParams:
+        parts = torch.split(flat, self.sizes, dim=1)
+        return {
+            n: part.reshape(flat.shape[0], *shape).contiguous()
+            for n, shape, part in zip(self.names, self.shapes, parts, strict=True)
+        }
+
+    def _flatten(self, params: StackedParams) -> torch.Tensor:
+        return torch.cat([params[n].reshape(params[n].shape[0], -1) for n in self.names], dim=1)
+
+
+def _rows(sizes: Sequence[int], device: torch.device) -> torch.Tensor:
+    """[W, n_max]: each client's positions in the concatenated examples; a smaller client's
+    row is padded with its first position (a valid index its schedule never asks for)."""
+    offsets = torch.cumsum(torch.tensor([0, *sizes[:-1]]), dim=0)
+    columns = torch.arange(max(sizes))
+    sizes_t = torch.tensor(sizes)
+    within = torch.where(columns < sizes_t.unsqueeze(1), columns, 0)
+    return (offsets.unsqueeze(1) + within).to(device)
+
+
+def _result(
+    params: torch.Tensor, shard: TensorData, schedule: list[torch.Tensor], loss: float
+) -> LocalResult:
+    used = torch.unique(torch.cat(schedule))
+    return LocalResult(params=params, num_examples=len(shard), used_ids=shard.ids[used], loss=loss)
