@@ -81,6 +81,8 @@ class ColludingClients(Adversary):
         return None
 
     def setup_channel(self, channel: Channel) -> None:
+        # The colluders subtract what they added: under distributed DP, noise shares included.
+        channel.keep_contributions(frozenset(self.colluders))
         if self.with_server and isinstance(channel, SecAggChannel):
             channel.set_adversary(server=_coalition_server, colluders=self.colluders)
 

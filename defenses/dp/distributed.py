@@ -479,6 +479,11 @@ class DistributedEncoder:
         self.shares.append(clients)
         return self.signed_to_float(signed)
 
+    def contribution(self, encoded: np.ndarray) -> np.ndarray:
+        """One client's vector in float coordinates, its noise share included (what a
+        colluding client subtracts from the sum); unlike ``decode``, records no share."""
+        return self.signed_to_float(to_signed(encoded, self.plan.bits))
+
     def signed_to_float(self, signed: np.ndarray) -> np.ndarray:
         """Signed integer sum → float sum in the original coordinates."""
         assert self.signs is not None

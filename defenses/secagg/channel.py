@@ -171,6 +171,8 @@ class SecAggChannel(Channel):
         self._policy_factory: ServerPolicyFactory | None = None
         self._colluders: frozenset[int] = frozenset()
         self.server_policies: dict[int, ServerPolicy] = {}  # round → the server's policy
+        self._kept: frozenset[int] = frozenset()  # clients whose contributions are kept
+        self._contributions: dict[int, np.ndarray] = {}
 
     # -- adversaries ------------------------------------------------------------------------
 
@@ -185,6 +187,14 @@ class SecAggChannel(Channel):
         sampled clients among ``colluders`` hand it every share they hold."""
         self._policy_factory = server
         self._colluders = frozenset(colluders)
+
+    def keep_contributions(self, clients: frozenset[int]) -> None:
+        self._kept = frozenset(clients)
+
+    def contribution(self, client_id: int) -> np.ndarray | None:
+        """The client's encoded input of this round in float coordinates: its rounding and
+        (distributed DP) its noise share, which a colluder knows and subtracts."""
+        return self._contributions.get(client_id)
 
     def recovered_updates(self, round_index: int) -> dict[int, np.ndarray]:
         """Client → the update a deviating server unmasked in round ``round_index`` (decoded
@@ -273,6 +283,7 @@ class SecAggChannel(Channel):
         """Plan the graph, draw the dropouts and run the key rounds among the sampled clients."""
         self._ctx = ctx
         self._round = None
+        self._contributions = {}
         self._abort = None
         self._abort_error = None
         self._reference = np.zeros(ctx.dim, dtype=np.float64)
@@ -384,6 +395,8 @@ class SecAggChannel(Channel):
         if message is None:
             return EncodedUpdate(client_id, None, 0)
         self._account(ctx, client_id, update, encoded)
+        if client_id in self._kept:
+            self._contributions[client_id] = self.encoder.contribution(encoded)
         return EncodedUpdate(client_id, message, message.nbytes)
 
     def _account(

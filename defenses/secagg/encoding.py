@@ -58,6 +58,10 @@ class IntegerEncoder(Protocol):
         raises AggregationError when ``total`` is outside what ``clients`` honest encodings
         can sum to."""
 
+    def contribution(self, encoded: np.ndarray) -> np.ndarray:
+        """What one client's encoded vector adds to the decoded sum (float64), as the client
+        itself can compute it: its rounding, and any noise it added, included."""
+
     def error_bound(self, clients: int) -> float | None:
         """Worst-case absolute error per coordinate of a decoded sum for inputs inside the
         encoder's range (None when there is no finite bound, e.g. with added noise)."""
@@ -162,6 +166,9 @@ class FloatQuantizer:
                 "; an input or a share was altered, so the sum is refused"
             )
         return total.astype(np.float64) / self.scale + clients * self.lo
+
+    def contribution(self, encoded: np.ndarray) -> np.ndarray:
+        return self.decode(encoded, 1)
 
     def error_bound(self, clients: int) -> float:
         """Each client's rounding moves a coordinate by less than one step: n·step in all."""

@@ -91,6 +91,15 @@ class Channel(Stage):
         of another client's message; by default what the server reads alone."""
         return self.reveal(message)
 
+    def keep_contributions(self, clients: frozenset[int]) -> None:
+        """Keep what each of ``clients`` adds to the sum (colluders subtract it); a channel
+        whose contribution is the update itself has nothing to keep."""
+
+    def contribution(self, client_id: int) -> np.ndarray | None:
+        """What ``client_id`` (a kept client) added to this round's sum, as it can compute
+        it, or None when that is its update as sent to ``encode``."""
+        return None
+
     def expect_malicious_server(self) -> None:
         """Turn on the checks this channel has against a server that deviates (secure
         aggregation's consistency check); a channel without such checks has nothing to do."""

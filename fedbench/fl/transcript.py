@@ -143,7 +143,7 @@ class Transcript:
             )
             if self.coalition is not None:
                 record.coalition_updates = {
-                    c: torch.from_numpy(np.array(v)) for c, v in sorted((own or {}).items())
+                    c: _contribution(channel, c, v) for c, v in sorted((own or {}).items())
                     if c in self.coalition.members
                 }
         self.rounds.append(record)
@@ -208,6 +208,13 @@ class Transcript:
 
 def _cpu_copy(vector: torch.Tensor | None) -> torch.Tensor | None:
     return None if vector is None else vector.detach().cpu().clone()
+
+
+def _contribution(channel: Channel, client_id: int, update: np.ndarray) -> torch.Tensor:
+    """What a colluder added to the sum: what the channel kept of it (its rounding and noise
+    share), else the update it handed the channel."""
+    kept = channel.contribution(client_id)
+    return torch.from_numpy(np.array(update if kept is None else kept, dtype=np.float32))
 
 
 def _revealed(

@@ -160,6 +160,19 @@ def test_without_the_server_the_colluders_sum_carries_the_central_noise(
     assert 0.45 < float(noise.std()) < 0.55
 
 
+def test_colluders_subtract_their_own_distributed_dp_noise_shares(
+    true_updates: dict[int, torch.Tensor],
+) -> None:
+    """Under distributed DP each client adds a share of the noise (std z·C/√n); nine
+    colluders know theirs, so only the last client's share (std z·C/√10) stays on its update,
+    not the whole z·C the accountant counts."""
+    dp = {"name": "distributed_dp", "noise": {"multiplier": 1.0}, "clip_norm": 1.0}
+    threat, transcript = _run([dp], {"name": "colluding_clients", "colluders": EVERYONE_ELSE})
+    view, _ = _view(threat, transcript, ViewKind.CLIENT_UPDATE)
+    left = float((view.update - true_updates[0]).std())
+    assert 0.8 / CLIENTS**0.5 < left < 1.2 / CLIENTS**0.5
+
+
 def test_a_colluder_that_is_not_a_client_fails_at_set_up() -> None:
     with pytest.raises(ConfigError, match=r"colluders \[12\] are not clients"):
         _run([], {"name": "colluding_clients", "colluders": [1, 12]})
