@@ -165,7 +165,8 @@ class PaddedSchedules:
         weights: [S, W, B] 1/b on a client's b real slots of a step, 0 elsewhere.
         active: [S, W] whether the client takes step s.
         full: Per step, whether every client takes it with B real examples: the plain mean,
-            with neither weights nor masking (the arithmetic of equal clients).
+            without weights (the arithmetic of equal clients).
+        everyone: Per step, whether every client takes it (no client's state is kept).
         steps: [W] each client's number of steps.
     """
 
@@ -173,6 +174,7 @@ class PaddedSchedules:
     weights: torch.Tensor
     active: torch.Tensor
     full: list[bool]
+    everyone: list[bool]
     steps: torch.Tensor
 
 
@@ -197,6 +199,7 @@ def pad_schedules(
         weights=weights.to(device),
         active=(counts > 0).to(device),
         full=(counts == batch).all(dim=1).tolist(),
+        everyone=(counts > 0).all(dim=1).tolist(),
         steps=(counts > 0).sum(dim=0).to(device),
     )
 
@@ -240,7 +243,7 @@ def train_stacked(
     local = dict(start)
     momentum: StackedParams | None = None
     total_loss = torch.zeros(rows.shape[0], dtype=torch.float64, device=rows.device)
-    for step, full in enumerate(plan.full):
+    for step, (full, everyone) in enumerate(zip(plan.full, plan.everyone, strict=True)):
         positions = torch.gather(rows, 1, plan.positions[step])
         result = gradients(local, x[positions], y[positions],
                            None if full else plan.weights[step])
@@ -252,12 +255,13 @@ def train_stacked(
             stepped = grads if momentum is None else {
                 n: recipe.momentum * momentum[n] + grads[n] for n in local
             }
-            momentum = stepped if full or momentum is None else _where_active(
+            momentum = stepped if everyone or momentum is None else _where_active(
                 plan.active[step], stepped, momentum
             )
             grads = stepped
-        trained = {n: local[n] - recipe.lr * grads[n] for n in local}
-        local = trained if full else _where_active(plan.active[step], trained, local)
+        # p ← p − lr·buf as torch.optim.SGD computes it (one fused add).
+        trained = {n: torch.add(local[n], grads[n], alpha=-recipe.lr) for n in local}
+        local = trained if everyone else _where_active(plan.active[step], trained, local)
     return StackedTraining(local, total_loss / plan.steps.to(torch.float64))
 
 

@@ -194,7 +194,7 @@ def test_padded_schedules_weigh_real_examples_and_mask_finished_clients() -> Non
     assert plan.weights[1].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     assert plan.active.tolist() == [[True, True], [True, False]]
     assert plan.steps.tolist() == [2, 1]
-    assert plan.full == [False, False]
+    assert plan.full == [False, False] and plan.everyone == [True, False]
     assert pad_schedules([[torch.tensor([0, 1])]] * 3).full == [True]
     with pytest.raises(ValueError, match="at least one local step"):
         pad_schedules([[torch.tensor([0])], []])
