@@ -181,3 +181,19 @@ def test_a_single_experiment_file_is_labelled_by_its_defenses(tmp_path: Path) ->
 def test_suite_names_are_plain_folder_names(name: str) -> None:
     with pytest.raises(ConfigError, match="field 'name'"):
         parse_suite({"name": name, "experiments": [BASE]})
+
+
+def test_sweep_scale_spreads_the_same_digits_over_up_to_one_client_each() -> None:
+    from fedbench.harness.build import build_data
+    from fedbench.harness.checks import cell_problems
+    from fedbench.seeding import Streams
+
+    cells = expand(load_suite("sweep-scale"))
+    assert len(cells) == 12 * 4  # 4 IID + 8 label-skew experiments × 4 defense stacks
+    sizes = {c.config.fl.num_clients for c in cells if c.experiment.startswith("iid")}
+    assert sizes == {10, 100, 1000, 4000}
+    largest = [c for c in cells if c.experiment == "iid-n4000"]
+    dp = [c for c in largest if c.defense == "dp_fedavg ε≈2"]
+    assert cell_problems(dp) == {}  # DP-FedAvg's Poisson/uniform assumptions hold
+    data = build_data(largest[0].config, Streams(largest[0].seed))
+    assert {len(c) for c in data.clients} == {1}  # the most clients the training digits allow
