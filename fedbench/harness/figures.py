@@ -194,3 +194,49 @@ def inversion_vs_clients(records: RecordSet, path: Path, sweep_key: str) -> Path
     ax.set_title("What aggregation hides from gradient inversion\n"
                  f"(adversary: {_adversaries(records)})")
     return _save(fig, path)
+
+
+_SWEPT_ATTACK_METRICS = (
+    ("exact_recovery", "inputs recovered exactly (PSNR > 60 dB)"),
+    ("psnr", "strongest inversion PSNR (dB)"),
+)
+
+
+def _sweep_axis(keys: list[str]) -> str:
+    """The x-axis title: the one parameter every swept key sets, or the keys themselves."""
+    params = {k.split(".", 2)[2] for k in keys}
+    return f"each defense's {params.pop()}" if len(params) == 1 else ", ".join(keys)
+
+
+def attack_vs_defense_sweep(records: RecordSet, path: Path, keys: list[str]) -> Path | None:
+    """Attack success against a swept defense parameter (e.g. each defense's noise
+    multiplier), one line per defense; the undefended run as a dashed reference line."""
+    frame = metric_frame(records)
+    if frame.empty:
+        return None
+    frame = frame[frame["value"].notna() & (frame["status"] == "ok")]
+    panels = [(m, title) for m, title in _SWEPT_ATTACK_METRICS if (frame["metric"] == m).any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (metric, title) in zip(axes[0], panels, strict=True):
+        rows = frame[frame["metric"] == metric]
+        swept = rows[[any(k in g for k in keys) if isinstance(g, dict) else False
+                      for g in rows["grid"]]]
+        x = [next(g[k] for k in keys if k in g) for g in swept["grid"]]
+        best = swept.assign(setting=x).groupby(["defense", "setting", "seed"])["value"].max()
+        sns.lineplot(data=best.reset_index(), x="setting", y="value", hue="defense",
+                     marker="o", ax=ax, errorbar="sd")
+        plain = rows[rows["defense"] == "none"]["value"]
+        if not plain.empty:
+            ax.axhline(float(plain.max()), color="grey", lw=0.8, ls=":", label="no defense")
+        if metric == "psnr" and (floor := _psnr_baseline(frame, None)) is not None:
+            ax.axhline(floor, color="black", lw=0.8, ls="--",
+                       label=f"attack fails (random image, {floor:.1f} dB)")
+        ax.set_xscale("log")
+        ax.set_xlabel(_sweep_axis(keys))
+        ax.set_ylabel(title)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Attack success against the defenses' swept setting\n"
+                 f"(adversary: {_adversaries(records)})")
+    return _save(fig, path)

@@ -17,7 +17,12 @@ from typing import Any
 import yaml
 
 from fedbench.errors import ConfigError, ResultsError
-from fedbench.harness.figures import attack_success, inversion_vs_clients, privacy_utility
+from fedbench.harness.figures import (
+    attack_success,
+    attack_vs_defense_sweep,
+    inversion_vs_clients,
+    privacy_utility,
+)
 from fedbench.harness.privacy_table import privacy_markdown, privacy_table
 from fedbench.harness.records import RecordSet, read_results_dir
 from fedbench.harness.report_html import write_html
@@ -142,6 +147,11 @@ def _write_figures(report: Report) -> None:
     for key in report.suite.get("grid") or {}:
         if "clients" in key:
             made.append(inversion_vs_clients(records, figures / "inversion_vs_clients.png", key))
+    # One figure for every defense's noise sweep, when every swept key is one (the imprint
+    # sweep): lines of different defenses share the multiplier axis.
+    grid = list(report.suite.get("grid") or {})
+    if grid and all(k.startswith("defenses.") and k.endswith("noise.multiplier") for k in grid):
+        made.append(attack_vs_defense_sweep(records, figures / "attack_vs_noise.png", grid))
     report.files += [p for p in made if p is not None]
 
 

@@ -10,11 +10,13 @@ import yaml
 from PIL import Image
 from records_factory import CellRecords, make_cell
 
+from fedbench.config import parse_experiment
 from fedbench.defense import PrivacyReport
 from fedbench.fl.views import ViewKind
 from fedbench.harness.environment import versions
 from fedbench.harness.records import Row, append_records, read_results_dir
 from fedbench.harness.report import COMMAND_FILE, write_report
+from fedbench.harness.suite import Cell
 from fedbench.harness.writer import RecordWriter
 
 
@@ -231,3 +233,33 @@ def test_the_html_report_renders_in_a_real_browser(small: Path, tmp_path: Path) 
     _headless(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
               page)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_a_noise_sweep_of_several_defenses_gets_one_attack_vs_noise_figure(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "noise"
+    keys = ["defenses.ldp.noise.multiplier", "defenses.dp_sgd.noise.multiplier"]
+    plain = CellRecords(make_cell("none"))
+    plain.metric("psnr", 120.0, False, kind="privacy", source="attack:imprint",
+                 attack="imprint", view=ViewKind.CLIENT_UPDATE)
+    append_records(folder / "records.jsonl", plain.rows())
+    for key, defense in zip(keys, ("ldp", "dp_sgd"), strict=True):
+        for z, psnr in ((1e-4, 40.0), (1e-2, 10.0)):
+            config = parse_experiment({"name": f"exp-{defense}", "defenses": [
+                {"name": defense, "noise": {"multiplier": z}}]})
+            records = CellRecords(Cell("s", "exp", defense, 0, config, {key: z}))
+            records.metric("psnr", psnr, False, kind="privacy", source="attack:imprint",
+                           attack="imprint", view=ViewKind.CLIENT_UPDATE)
+            records.metric("exact_recovery", 0.0, False, kind="privacy",
+                           source="attack:imprint", attack="imprint",
+                           view=ViewKind.CLIENT_UPDATE)
+            append_records(folder / "records.jsonl", records.rows())
+    (folder / "suite.yaml").write_text(yaml.safe_dump(
+        {"name": "noise", "description": "A noise sweep.", "grid": {k: [1e-4] for k in keys}}
+    ))
+    report = write_report(folder)
+    figure = next(p for p in report.files if p.name == "attack_vs_noise.png")
+    width, height = Image.open(figure).size
+    assert width > 2 * height  # two panels side by side: exact recovery and PSNR
+    assert "inversion_vs_clients.png" not in {p.name for p in report.files}
