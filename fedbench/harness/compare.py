@@ -9,7 +9,11 @@ Noise decides before tolerances do: where the baseline value has a 95% interval 
 seeds or rounds), a change that stays inside it is "within noise" and one outside it counts,
 whatever the fixed tolerance. A timed ratio (CPU time of a channel over that of a plaintext
 sum, both in this process) must leave both its interval and its tolerance: the rounds of one
-run do not show how much another machine's caches and clock move it. pytest-benchmark JSON
+run do not show how much another machine's caches and clock move it. A timed ratio without an
+interval (one round, one timing) is not judged at all ("not comparable"): identical code moved
+such ratios by up to 2.1× between two runs on the same 2-core machine, in both directions, so
+one timing cannot tell a change from noise; the benchmarks in ``benchmarks/`` time each
+channel repeatedly and hold its speed targets. pytest-benchmark JSON
 files are compared on the ``extra_info`` entries each benchmark declares in
 ``extra_info["compare"]`` (``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
 """
@@ -94,6 +98,8 @@ def judge(
     if old is None or new is None:
         return ("unchanged" if old is None and new is None else "not comparable"), 0.0
     allowed = max(tolerance.abs, tolerance.rel * abs(old))
+    if timing and noise is None and old != new:
+        return "not comparable", allowed
     if higher_is_better is None or old == new:
         return "unchanged", allowed
     worse_by = (old - new) if higher_is_better else (new - old)

@@ -35,8 +35,9 @@ def _run(
         records.metric("accuracy", value(name, "accuracy", 0.95), True)
         records.metric("mia_auc", value(name, "mia_auc", 0.60), False, kind="privacy",
                        source="attack:lira", attack="lira")
-        records.metric("aggregation_time_ratio", value(name, "aggregation_time_ratio", 40.0),
-                       False, kind="cost", unit="×", timing=True)
+        ratio = value(name, "aggregation_time_ratio", 40.0)
+        records.metric("aggregation_time_ratio", ratio, False, kind="cost", unit="×",
+                       timing=True, interval=(0.95 * ratio, 1.05 * ratio))
         records.metric("aggregate_seconds_per_round",
                        value(name, "aggregate_seconds_per_round", 0.01), False, kind="cost",
                        unit="s", timing=True)
@@ -83,6 +84,21 @@ def test_planted_cost_regression_is_flagged_relative() -> None:
     near_one = _run({("plain", "aggregation_time_ratio"): 1.0})
     noisy = _run({("plain", "aggregation_time_ratio"): 4.0})
     assert not compare_records(_records(near_one), _records(noisy), Tolerances()).failed
+
+
+def test_a_timing_without_an_interval_is_not_judged() -> None:
+    """One round, one timing: identical code moves it by up to 2.1×, either way."""
+    tolerance = Tolerance(rel=0.5, abs=5.0)
+    assert judge(212.0, 354.0, False, tolerance, timing=True)[0] == "not comparable"
+    assert judge(212.0, 212.0, False, tolerance, timing=True)[0] == "unchanged"
+    # The same change with an interval over rounds is judged, and fails.
+    rounds = Interval(200.0, 225.0, "bootstrap over rounds")
+    assert judge(212.0, 354.0, False, tolerance, noise=rounds, timing=True)[0] == "regression"
+
+
+def test_psnr_max_is_judged_in_decibels_like_psnr() -> None:
+    tolerances = Tolerances()
+    assert tolerances.for_metric("psnr_max", "privacy") == tolerances.for_metric("psnr", "privacy")
 
 
 def test_regressions_in_irreproducible_cells_are_reported_without_failing(
