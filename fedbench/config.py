@@ -107,9 +107,10 @@ class FLConfig(_Strict):
             or "abort_round" (the round is recorded as failed, the model is unchanged).
         on_failed_round: "continue" with the next round or "stop" the run.
         engine: How the sampled clients' local training is computed: "loop" (one client after
-            another), "vectorized" (chunks of clients as stacked copies, batched; refused where
-            it cannot apply: a defense's own local training, a model torch.func cannot batch)
-            or "auto" (vectorized where it applies, else the loop). The engines give the same
+            another), "vectorized" (chunks of clients as stacked copies, batched; plain SGD and
+            local DP-SGD outside secure mode; refused where it cannot apply: another defense's
+            own local training, a model with buffers or that torch.func cannot batch) or
+            "auto" (vectorized where it applies, else the loop). The engines give the same
             updates up to float rounding; the cell record says which one ran.
     """
 

@@ -9,6 +9,11 @@ the client takes part, so the ε it reports covers all of them, not one round.
 The guarantee is per client, for the examples it holds (example-level); the defense reports the
 worst client's ε and, as metrics, the distribution over the clients that took part.
 
+Under the vectorized engine (``fl.engine``) a chunk of clients trains at once instead
+(``train_chunk``, :mod:`.stacked_sgd`): the same Poisson batches, clipping, noise and accountant
+steps from the same streams, so the same numbers as this path (to float rounding); secure
+mode stays here.
+
 Models whose layers Opacus cannot privatise (BatchNorm mixes the examples of a batch, so
 per-example gradients do not exist) are refused in ``setup`` with Opacus' own reasons.
 
@@ -28,7 +33,7 @@ import logging
 import math
 import statistics
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,10 +46,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedbench.data.tensors import TensorData
 from fedbench.defense import SECURE_MODE_NOISE, Defense, PrivacyReport
 from fedbench.defenses.dp.accounting import NOISE_MOVED, Accountant, GaussianNoise
+from fedbench.defenses.dp.stacked_sgd import DPNoise, dp_sgd_stacked, poisson_round
 from fedbench.errors import DataError
 from fedbench.fl.context import RoundContext, RunInfo
+from fedbench.fl.engine import ChunkResult, stack_shards
 from fedbench.fl.params import get_flat
 from fedbench.fl.recipe import TrainingRecipe
+from fedbench.fl.stacked import StackedParams, per_example_gradients
 from fedbench.fl.stages import LocalResult, LocalTraining
 from fedbench.metrics.base import Metric
 from fedbench.params import PositiveFloat
@@ -187,6 +195,52 @@ class OpacusTraining(LocalTraining):
             num_examples=len(data),
             used_ids=data.ids[positions_used],
             loss=statistics.fmean(losses) if losses else math.nan,
+        )
+
+    def chunk_problem(self, model: nn.Module, example: TensorData) -> str | None:
+        """Why the vectorized engine cannot run this DP-SGD on stacked copies of ``model``."""
+        if self.owner.secure_mode:
+            return ("noise.secure_mode: Opacus draws the noise and the Poisson batches from a "
+                    "CSPRNG, one client at a time")
+        device = next(model.parameters()).device
+        params = {n: p.detach().unsqueeze(0) for n, p in model.named_parameters()
+                  if p.requires_grad}
+        try:
+            per_example_gradients(model)(params, example.x[:1].unsqueeze(0).to(device),
+                                         example.y[:1].unsqueeze(0).to(device))
+        except Exception:  # any torch.func limitation of this architecture: use the loop
+            return "torch.func cannot compute per-example gradients of the model"
+        return None
+
+    def train_chunk(
+        self, model: nn.Module, shards: Sequence[TensorData], start: StackedParams,
+        recipe: TrainingRecipe, *, clients: Sequence[int], ctx: RoundContext,
+    ) -> ChunkResult:
+        """The clients' DP-SGD at once (:mod:`.stacked_sgd`): the numbers ``train`` gives from
+        the same streams, and the same accountant steps."""
+        owner = self.owner
+        assert owner.noise_multiplier is not None
+        states = [self._client(c, d) for c, d in zip(clients, shards, strict=True)]
+        rounds = []
+        for cid, data in zip(clients, shards, strict=True):
+            _, steps = steps_per_round(len(data), recipe)
+            batch = min(recipe.batch_size or len(data), len(data))
+            sampling = ctx.streams.torch("local_training", ctx.round, cid)
+            rounds.append(poisson_round(len(data), batch, steps, sampling))
+        noise = DPNoise(owner.noise_multiplier, owner.max_grad_norm,
+                        [ctx.generator("dp_sgd.noise", c) for c in clients])
+        x, y, rows = stack_shards(shards, ctx.device)
+        params, losses = dp_sgd_stacked(per_example_gradients(model), start, rounds, rows, x, y,
+                                        recipe, noise)
+        for state, drawn in zip(states, rounds, strict=True):
+            for _ in drawn.batches:  # what Opacus' optimizer hook records per step
+                state.accountant.opacus.step(noise_multiplier=owner.noise_multiplier,
+                                             sample_rate=drawn.sample_rate)
+            state.rounds += 1
+        return ChunkResult(
+            params,
+            [statistics.fmean(step_losses) if step_losses else math.nan for step_losses in losses],
+            [torch.unique(torch.cat(r.batches)) for r in rounds],
         )
 
 

@@ -4,16 +4,19 @@ The loop (each sampled client trains the reused worker model with the pipeline's
 ``local_training`` stage) always applies. The vectorized engine trains a chunk of the round's
 clients as stacked copies of the model (:mod:`fedbench.fl.stacked`): the same batch schedules,
 the same arithmetic, one batched computation per local step. It applies only where it computes
-what the loop would: the stage is the plain :class:`~fedbench.fl.client.SGDTraining` (a
-defense's own training, such as DP-SGD, is the defense's to run) and torch.func can batch the
-model (no buffers: running statistics are updated in place, per copy).
+what the loop would: the stage is the plain :class:`~fedbench.fl.client.SGDTraining`, or a
+defense's stage that trains a chunk itself (:class:`ChunkedTraining`: the same mechanism as its
+one-client ``train``, such as DP-SGD's), and torch.func can batch the model (no buffers:
+running statistics are updated in place, per copy).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,13 +28,43 @@ from fedbench.fl.context import RoundContext
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.stacked import StackedParams, stacked_gradients, train_stacked, vectorizable
-from fedbench.fl.stages import LocalResult
+from fedbench.fl.stages import LocalResult, LocalTraining
 
 #: The engines a run can use (``FLConfig.engine`` adds "auto": vectorized where it applies).
 Engine = Literal["loop", "vectorized"]
 
 #: Memory a chunk of stacked clients may take (its parameters, gradients, momentum, batches).
 CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """A chunk of clients' local training.
+
+    Attributes:
+        params: Each client's trained parameters, stacked.
+        losses: Each client's mean loss over its steps (NaN: no step saw an example).
+        used: Per client, the positions (into its own examples) its batches touched.
+    """
+
+    params: StackedParams
+    losses: list[float]
+    used: list[torch.Tensor]
+
+
+@runtime_checkable
+class ChunkedTraining(Protocol):
+    """A defense's ``local_training`` stage that also trains a chunk of clients at once, with
+    the same mechanism, random streams and state as its one-client ``train``."""
+
+    def chunk_problem(self, model: nn.Module, example: TensorData) -> str | None:
+        """Why this stage cannot train stacked copies of ``model`` (None: it can)."""
+
+    def train_chunk(
+        self, model: nn.Module, shards: Sequence[TensorData], start: StackedParams,
+        recipe: TrainingRecipe, *, clients: Sequence[int], ctx: RoundContext,
+    ) -> ChunkResult:
+        """The clients' local training from their stacked starting parameters."""
 
 
 def choose_engine(
@@ -61,10 +94,12 @@ def vectorized_refusal(why: str) -> str:
 def why_not_vectorized(pipeline: Pipeline, model: nn.Module, data: FederatedData) -> str | None:
     """Why the vectorized engine cannot train this run's clients, or None when it can."""
     trainer = pipeline.local_training
-    if type(trainer) is not SGDTraining:  # a subclass may train differently
-        owners = [n for n, d in pipeline.defenses if d.local_training is trainer]
-        owner = f"defense {owners[0]!r}" if owners else "the pipeline"
-        return f"{owner} replaces local training with {type(trainer).__name__}"
+    owners = [n for n, d in pipeline.defenses if d.local_training is trainer]
+    owner = f"defense {owners[0]!r} ({type(trainer).__name__})" if owners else "the pipeline"
+    # A subclass of SGDTraining may train differently: only the plain one, or a stage that
+    # trains chunks itself.
+    if type(trainer) is not SGDTraining and not isinstance(trainer, ChunkedTraining):
+        return f"{owner} replaces local training and cannot train a chunk of clients at once"
     buffers = [n for n, _ in model.named_buffers()]
     if buffers:
         return (f"the model ({type(model).__name__}) has buffers ({', '.join(buffers[:3])}), "
@@ -75,6 +110,9 @@ def why_not_vectorized(pipeline: Pipeline, model: nn.Module, data: FederatedData
     device = next(model.parameters()).device
     if not vectorizable(model, shard.x[0].to(device), shard.y[0].to(device)):
         return f"torch.func cannot run stacked copies of the model ({type(model).__name__})"
+    if isinstance(trainer, ChunkedTraining):
+        why = trainer.chunk_problem(model, shard.subset(np.arange(1)))
+        return f"{owner}: {why}" if why else None
     return None
 
 
@@ -97,15 +135,19 @@ class VectorizedClients:
             parameters' order is the flat vectors' order, as in ``get_flat``).
         data: The client shards.
         recipe: The clients' training recipe.
+        trainer: The pipeline's local_training stage: plain SGD, or a :class:`ChunkedTraining`
+            that trains the chunk itself.
         chunk_size: Clients trained at once (default: :func:`default_chunk_size`): memory is
             O(chunk × model size), whatever the number of clients in a round.
     """
 
     def __init__(
         self, model: nn.Module, data: FederatedData, recipe: TrainingRecipe,
-        chunk_size: int | None = None,
+        trainer: LocalTraining | None = None, chunk_size: int | None = None,
     ) -> None:
         model.train()
+        self.model = model
+        self.trainer = trainer
         self.data = data
         self.recipe = recipe
         self.gradients = stacked_gradients(model)
@@ -125,27 +167,39 @@ class VectorizedClients:
     def train(
         self, clients: Sequence[int], received: Mapping[int, torch.Tensor], ctx: RoundContext
     ) -> list[LocalResult]:
-        """Each client's local training from the model it received, as SGDTraining's."""
+        """Each client's local training from the model it received, as the loop's."""
         shards = [self.data.clients[c] for c in clients]
         for cid, shard in zip(clients, shards, strict=True):
             if len(shard) == 0:
                 raise DataError(f"client {cid} has no data")
+        start = self._unflatten(torch.stack([received[c].to(ctx.device) for c in clients]))
+        if isinstance(self.trainer, ChunkedTraining):
+            chunk = self.trainer.train_chunk(self.model, shards, start, self.recipe,
+                                             clients=clients, ctx=ctx)
+        else:
+            chunk = self._sgd(shards, start, clients, ctx)
+        flat = self._flatten(chunk.params)
+        return [
+            LocalResult(params=flat[i], num_examples=len(shard), used_ids=shard.ids[used],
+                        loss=loss)
+            for i, (shard, loss, used) in enumerate(
+                zip(shards, chunk.losses, chunk.used, strict=True))
+        ]
+
+    def _sgd(
+        self, shards: Sequence[TensorData], start: StackedParams, clients: Sequence[int],
+        ctx: RoundContext,
+    ) -> ChunkResult:
+        """SGDTraining's training of each client, at once."""
         # The batch order SGDTraining draws: stream "local_training" keyed by round, client.
         schedules = [
             batch_schedule(len(s), self.recipe, ctx.streams.torch("local_training", ctx.round, c))
             for c, s in zip(clients, shards, strict=True)
         ]
-        device = ctx.device
-        x = torch.cat([s.x for s in shards]).to(device)
-        y = torch.cat([s.y for s in shards]).to(device)
-        start = self._unflatten(torch.stack([received[c].to(device) for c in clients]))
-        trained = train_stacked(self.gradients, start, schedules,
-                                _rows([len(s) for s in shards], device), x, y, self.recipe)
-        flat = self._flatten(trained.params)
-        return [
-            _result(flat[i], shard, schedule, float(trained.losses[i]))
-            for i, (shard, schedule) in enumerate(zip(shards, schedules, strict=True))
-        ]
+        x, y, rows = stack_shards(shards, ctx.device)
+        trained = train_stacked(self.gradients, start, schedules, rows, x, y, self.recipe)
+        return ChunkResult(trained.params, trained.losses.tolist(),
+                           [torch.unique(torch.cat(s)) for s in schedules])
 
     def _unflatten(self, flat: torch.Tensor) -> StackedParams:
         parts = torch.split(flat, self.sizes, dim=1)
@@ -158,6 +212,15 @@ class VectorizedClients:
         return torch.cat([params[n].reshape(params[n].shape[0], -1) for n in self.names], dim=1)
 
 
+def stack_shards(
+    shards: Sequence[TensorData], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The chunk's examples and labels concatenated, and each client's rows into them."""
+    x = torch.cat([s.x for s in shards]).to(device)
+    y = torch.cat([s.y for s in shards]).to(device)
+    return x, y, _rows([len(s) for s in shards], device)
+
+
 def _rows(sizes: Sequence[int], device: torch.device) -> torch.Tensor:
     """[W, n_max]: each client's positions in the concatenated examples; a smaller client's
     row is padded with its first position (a valid index its schedule never asks for)."""
@@ -167,9 +230,3 @@ def _rows(sizes: Sequence[int], device: torch.device) -> torch.Tensor:
     within = torch.where(columns < sizes_t.unsqueeze(1), columns, 0)
     return (offsets.unsqueeze(1) + within).to(device)
 
-
-def _result(
-    params: torch.Tensor, shard: TensorData, schedule: list[torch.Tensor], loss: float
-) -> LocalResult:
-    used = torch.unique(torch.cat(schedule))
-    return LocalResult(params=params, num_examples=len(shard), used_ids=shard.ids[used], loss=loss)

@@ -141,7 +141,7 @@ class Simulation:
         self.dim = int(get_flat(self.model).numel())
         self.engine: Engine = choose_engine(fl.engine, pipeline, self.worker, data)
         self._vectorized = (
-            VectorizedClients(self.worker, data, fl.recipe, chunk_size)
+            VectorizedClients(self.worker, data, fl.recipe, pipeline.local_training, chunk_size)
             if self.engine == "vectorized" else None
         )
         self.run_info = run_info(fl, data, self.dim, model_factory, streams, self.device)

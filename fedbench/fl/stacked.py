@@ -21,7 +21,7 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
 from fedbench.fl.recipe import TrainingRecipe
@@ -133,6 +133,28 @@ def gradients_of(forward: StackedForward) -> StackedGradients:
             grads = torch.autograd.grad(per_copy.sum(), list(leaves.values()))
         return StackedStep(dict(zip(leaves, grads, strict=True)), per_copy.detach())
 
+    return gradients
+
+
+PerExampleGradients = Callable[
+    [StackedParams, torch.Tensor, torch.Tensor], tuple[StackedParams, torch.Tensor]
+]
+
+
+def per_example_gradients(base: nn.Module) -> PerExampleGradients:
+    """Each example's own cross-entropy gradient and loss, for stacked copies of ``base``.
+
+    Given params [W, ...], x [W, B, ...] and y [W, B], returns gradients [W, B, ...] per
+    tensor and losses [W, B]: what DP-SGD clips, one example at a time (``vmap`` over the
+    copies of ``vmap`` over the examples of ``grad``).
+    """
+
+    def loss(params: StackedParams, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(base, params, (x.unsqueeze(0),))
+        return F.cross_entropy(logits, y.unsqueeze(0))
+
+    per_copy = vmap(grad_and_value(loss), in_dims=(None, 0, 0))
+    gradients: PerExampleGradients = vmap(per_copy, in_dims=(0, 0, 0))
     return gradients
 
 
@@ -248,21 +270,31 @@ def train_stacked(
         result = gradients(local, x[positions], y[positions],
                            None if full else plan.weights[step])
         total_loss += result.losses.to(torch.float64)
-        grads = result.grads
-        if recipe.momentum:
-            # torch.optim.SGD without dampening: buf = g, then buf = μ·buf + g. Every client
-            # takes step 0, so the buffer starts as everyone's first gradient.
-            stepped = grads if momentum is None else {
-                n: recipe.momentum * momentum[n] + grads[n] for n in local
-            }
-            momentum = stepped if everyone or momentum is None else _where_active(
-                plan.active[step], stepped, momentum
-            )
-            grads = stepped
-        # p ← p − lr·buf as torch.optim.SGD computes it (one fused add).
-        trained = {n: torch.add(local[n], grads[n], alpha=-recipe.lr) for n in local}
-        local = trained if everyone else _where_active(plan.active[step], trained, local)
+        local, momentum = sgd_step(local, momentum, result.grads, recipe,
+                                   None if everyone else plan.active[step])
     return StackedTraining(local, total_loss / plan.steps.to(torch.float64))
+
+
+def sgd_step(
+    local: StackedParams, momentum: StackedParams | None, grads: StackedParams,
+    recipe: TrainingRecipe, active: torch.Tensor | None,
+) -> tuple[StackedParams, StackedParams | None]:
+    """One torch.optim.SGD step (no dampening) of stacked copies: the new parameters and
+    momentum buffers. ``active`` [W] (None: all) marks the copies that take this step; the
+    others keep theirs. The buffer starts as the first gradient, so every copy must take the
+    first step."""
+    if recipe.momentum:
+        # torch.optim.SGD: buf = g, then buf = μ·buf + g.
+        stepped = grads if momentum is None else {
+            n: recipe.momentum * momentum[n] + grads[n] for n in local
+        }
+        momentum = stepped if active is None or momentum is None else _where_active(
+            active, stepped, momentum
+        )
+        grads = stepped
+    # p ← p − lr·buf as torch.optim.SGD computes it (one fused add).
+    trained = {n: torch.add(local[n], grads[n], alpha=-recipe.lr) for n in local}
+    return (trained if active is None else _where_active(active, trained, local)), momentum
 
 
 def _where_active(
