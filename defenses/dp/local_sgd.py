@@ -212,6 +212,10 @@ class OpacusTraining(LocalTraining):
             return "torch.func cannot compute per-example gradients of the model"
         return None
 
+    def vectors_per_client(self, batch: int) -> int:
+        """Per-example gradients of a Poisson batch (its size varies: room for twice B)."""
+        return 2 * batch
+
     def train_chunk(
         self, model: nn.Module, shards: Sequence[TensorData], start: StackedParams,
         recipe: TrainingRecipe, *, clients: Sequence[int], ctx: RoundContext,

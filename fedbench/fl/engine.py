@@ -60,6 +60,10 @@ class ChunkedTraining(Protocol):
     def chunk_problem(self, model: nn.Module, example: TensorData) -> str | None:
         """Why this stage cannot train stacked copies of ``model`` (None: it can)."""
 
+    def vectors_per_client(self, batch: int) -> int:
+        """Model-sized float vectors one client of a chunk needs beyond plain SGD's (what
+        bounds the chunk size), for batches of about ``batch`` examples."""
+
     def train_chunk(
         self, model: nn.Module, shards: Sequence[TensorData], start: StackedParams,
         recipe: TrainingRecipe, *, clients: Sequence[int], ctx: RoundContext,
@@ -116,14 +120,15 @@ def why_not_vectorized(pipeline: Pipeline, model: nn.Module, data: FederatedData
     return None
 
 
-def default_chunk_size(dim: int, batch: int, example_numel: int) -> int:
+def default_chunk_size(dim: int, batch: int, example_numel: int, extra_vectors: int = 0) -> int:
     """Clients per chunk such that a chunk takes about ``CHUNK_BYTES``.
 
     Per client: its start, trained copy, gradient and momentum (with autograd's intermediates,
-    about 8 float vectors of the model's size) and a batch's inputs and activations (the
-    widest layer of the registered models is at most ~16× the input).
+    about 8 float vectors of the model's size), ``extra_vectors`` more of them (a stage's own,
+    e.g. per-example gradients), and a batch's inputs and activations (the widest layer of the
+    registered models is at most ~16× the input).
     """
-    per_client = 4 * (8 * dim + 16 * batch * example_numel)
+    per_client = 4 * ((8 + extra_vectors) * dim + 16 * batch * example_numel)
     return max(1, CHUNK_BYTES // per_client)
 
 
@@ -157,7 +162,8 @@ class VectorizedClients:
         self.sizes = [p.numel() for _, p in trainable]
         batch = recipe.batch_size or max(len(c) for c in data.clients)
         example = int(data.clients[0].x[0].numel()) if len(data.clients[0]) else 1
-        self.chunk_size = chunk_size or default_chunk_size(sum(self.sizes), batch, example)
+        extra = trainer.vectors_per_client(batch) if isinstance(trainer, ChunkedTraining) else 0
+        self.chunk_size = chunk_size or default_chunk_size(sum(self.sizes), batch, example, extra)
 
     def chunks(self, clients: Sequence[int]) -> Iterator[list[int]]:
         """The clients in chunks of at most ``chunk_size``, in order."""
