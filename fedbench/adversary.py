@@ -6,6 +6,7 @@ Every experiment runs against one registered adversary (``adversary:`` in the co
 | seam | what it may do | hook |
 |---|---|---|
 | set-up | change the architecture the clients train (once) | ``model_factory`` |
+| sampling | choose which clients train each round | ``sample`` |
 | broadcast | send each sampled client a model of its choice | ``broadcaster`` |
 | the channel | deviate from secure aggregation, pool colluders' shares | ``setup_channel`` |
 | the views | open views it creates (a target isolated in the sum) | ``views``, ``cut_view`` |
@@ -120,6 +121,11 @@ class Adversary:
     def broadcaster(self, setup: SetUp) -> BroadcastPolicy | None:
         """Who gets which model each round (None: everyone gets w_t)."""
         return None
+
+    def sample(self, round_index: int, drawn: list[int]) -> list[int]:
+        """The clients the server asks to train in ``round_index``, given the honest draw
+        ``drawn`` (an honest server keeps it)."""
+        return drawn
 
     def setup_channel(self, channel: Channel) -> None:
         """Act inside the channel (e.g. deviate from secure aggregation); by default nothing."""

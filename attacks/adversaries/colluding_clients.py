@@ -168,3 +168,40 @@ class ColludingClients(Adversary):
 def _coalition_server(ctx: RoundContext) -> ServerPolicy:
     """An honest-following server that, after unmasking, tries every non-colluding input."""
     return CoalitionServer()
+
+
+@register_adversary("sybil_sampling")
+class SybilSampling(ColludingClients):
+    """A malicious server that samples only its target and its own sybil clients each round.
+
+    The honest draw is ignored: every round trains ``target`` and ``sybils`` (clients the
+    server controls), so the sum minus the sybils' updates is the target's update, under any
+    channel, whatever its threshold — SecAgg's minimum of 3 clients is met by two sybils.
+
+    Args:
+        target: The client the server isolates.
+        sybils: The server's own clients (at least one; two for SecAgg's minimum).
+    """
+
+    name = "sybil_sampling"
+    role = AdversaryRole.MALICIOUS_SERVER
+
+    def __init__(self, *, target: NonNegativeInt = 0, sybils: list[NonNegativeInt]) -> None:
+        if target in sybils:
+            raise ConfigError(f"sybil_sampling: the target {target} cannot be one of the sybils")
+        super().__init__(colluders=sybils, with_server=True)
+        self.target = target
+
+    def settings(self) -> dict[str, object]:
+        return {"target": self.target, "sybils": self.colluders}
+
+    def model_factory(
+        self, factory: Callable[[], nn.Module], setup: SetUp
+    ) -> Callable[[], nn.Module]:
+        if self.target >= setup.num_clients:
+            raise ConfigError(f"sybil_sampling: the target {self.target} is not a client "
+                              f"(the federation has {setup.num_clients})")
+        return super().model_factory(factory, setup)
+
+    def sample(self, round_index: int, drawn: list[int]) -> list[int]:
+        return sorted({self.target, *self.colluders})

@@ -90,6 +90,8 @@ class Simulation:
         streams: Named random streams.
         transcript: Where the server's view is recorded.
         broadcaster: Decides the model each client receives (default: w_t for everyone).
+        choose_clients: The server's choice of each round's clients given the honest draw,
+            ``(round, drawn) -> clients`` (default: the draw; a malicious server may replace it).
         cost_baseline: Time a plaintext sum of every round's updates right after the channel's
             aggregation (the same-run baseline of the aggregation-time ratio).
         device: Training device.
@@ -111,6 +113,7 @@ class Simulation:
         streams: Streams,
         transcript: Transcript,
         broadcaster: BroadcastPolicy | None = None,
+        choose_clients: Callable[[int, list[int]], list[int]] | None = None,
         cost_baseline: bool = False,
         device: str | torch.device = "cpu",
         progress: bool = False,
@@ -130,6 +133,7 @@ class Simulation:
         self.streams = streams
         self.transcript = transcript
         self.broadcaster = broadcaster or HonestBroadcast()
+        self.choose_clients = choose_clients
         self.cost_baseline = cost_baseline
         self.progress = progress
         self.sampler = ClientSampler(
@@ -204,6 +208,8 @@ class Simulation:
 
     def _context(self, t: int) -> RoundContext:
         sampled = self.sampler.sample(t)
+        if self.choose_clients is not None:
+            sampled = self._chosen(t, sampled)
         return RoundContext(
             round=t,
             sampled=sampled,
@@ -214,6 +220,16 @@ class Simulation:
             device=self.device,
             weights=self._weights(sampled),
         )
+
+    def _chosen(self, t: int, drawn: list[int]) -> list[int]:
+        """The server's own choice of clients, checked: ids of clients, each once, sorted."""
+        assert self.choose_clients is not None
+        chosen = sorted(set(self.choose_clients(t, list(drawn))))
+        strangers = [c for c in chosen if not 0 <= c < self.fl.num_clients]
+        if strangers:
+            raise ValueError(f"round {t}: the server chose clients {strangers}, which are not "
+                             f"among the {self.fl.num_clients} clients")
+        return chosen
 
     def _weights(self, sampled: list[int]) -> dict[int, float]:
         """Each sampled client's public aggregation weight (size / mean size, or 1)."""

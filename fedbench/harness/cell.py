@@ -231,7 +231,8 @@ class CellRun:
         transcript = self._transcript(threat, plans)
         sim = Simulation(
             model_factory=factory, data=data, fl=cfg.fl, pipeline=pipeline, streams=streams,
-            transcript=transcript, broadcaster=adversary.broadcaster(setup), cost_baseline=True,
+            transcript=transcript, broadcaster=adversary.broadcaster(setup),
+            choose_clients=adversary.sample, cost_baseline=True,
             device=cfg.device, progress=self.progress,
         ).run()
         self.engine = sim.engine

@@ -58,7 +58,8 @@ def _run(
     chosen.setup_channel(pipeline.channel)
     threat = ThreatModel(channel=pipeline.channel, adversary=chosen)
     sim = Simulation(model_factory=factory, data=data, fl=cfg.fl, pipeline=pipeline,
-                     streams=streams, transcript=threat.transcript(rounds=1, wanted=WANTED))
+                     streams=streams, transcript=threat.transcript(rounds=1, wanted=WANTED),
+                     choose_clients=chosen.sample)
     return threat, sim.run().transcript
 
 
@@ -196,3 +197,34 @@ def test_idlg_inverts_the_last_client_under_secagg_when_the_others_collude() -> 
 def test_colluders_with_the_server_of_a_plaintext_channel_are_labelled_moot() -> None:
     metrics = _cell("none", {"name": "colluding_clients", "colluders": [1]})
     assert metrics[("", "adversary_effect")].note.startswith("moot: the channel already shows")
+
+
+def test_a_server_sampling_only_its_target_and_two_sybils_reads_it_through_secagg(
+    true_updates: dict[int, torch.Tensor],
+) -> None:
+    threat, transcript = _run([{"name": "secagg"}], {
+        "name": "sybil_sampling", "target": 0, "sybils": [1, 2]})
+    assert transcript.rounds[0].sampled == (0, 1, 2)  # the honest draw had all ten
+    view, behind = _view(threat, transcript, ViewKind.CLIENT_UPDATE)
+    assert behind == [0]
+    assert isinstance(threat.channel, SecAggChannel)
+    # Three encoded inputs' rounding at most: the target's own update.
+    assert float((view.update - true_updates[0]).abs().max()) <= 3 * threat.channel.encoder.step
+
+
+def test_a_server_choosing_clients_that_do_not_exist_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cannot be one of the sybils"):
+        ADVERSARIES.create("sybil_sampling", {"target": 1, "sybils": [1, 2]})
+    with pytest.raises(ConfigError, match=r"the target 10 is not a client"):
+        _run([], {"name": "sybil_sampling", "target": 10, "sybils": [1, 2]})
+
+
+def test_the_simulation_refuses_a_server_choice_of_clients_outside_the_federation() -> None:
+    cfg = _experiment([], {"name": "honest_but_curious"})
+    streams = Streams(cfg.seed)
+    data, _ = cell_data(cfg, streams)
+    sim = Simulation(model_factory=model_factory(cfg, data, streams), data=data, fl=cfg.fl,
+                     pipeline=Pipeline([]), streams=streams, transcript=Transcript(rounds=1),
+                     choose_clients=lambda t, drawn: [*drawn, 12])
+    with pytest.raises(ValueError, match=r"round 0: the server chose clients \[12\]"):
+        sim.run()
