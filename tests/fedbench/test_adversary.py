@@ -34,9 +34,14 @@ def test_unknown_adversary_and_bad_parameters_fail_before_any_work() -> None:
 
 
 def test_registered_adversaries_declare_their_role() -> None:
-    roles = {name: ADVERSARIES.create(name).role for name in ADVERSARIES.names()}
+    # The role is the class's (some adversaries have required parameters, e.g. colluders).
+    factories = {name: ADVERSARIES.get(name).factory for name in ADVERSARIES.names()}
+    roles = {name: getattr(factory, "role", None) for name, factory in factories.items()}
+    assert all(isinstance(role, AdversaryRole) for role in roles.values()), roles
     assert roles[HONEST_BUT_CURIOUS] == AdversaryRole.HONEST_BUT_CURIOUS
     assert roles["imprint"] == AdversaryRole.MALICIOUS_SERVER
+    assert roles["colluding_clients"] == AdversaryRole.COLLUDING_CLIENTS
+    assert roles["sybil_sampling"] == AdversaryRole.MALICIOUS_SERVER
 
 
 def test_labels_name_the_settings() -> None:
