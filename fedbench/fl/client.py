@@ -40,6 +40,16 @@ def batch_schedule(
     return batches[:steps]
 
 
+def used_positions(
+    batches: list[torch.Tensor], num_examples: int, recipe: TrainingRecipe
+) -> torch.Tensor:
+    """Sorted positions of the examples ``batches`` touch: every one when FedAvg runs whole
+    epochs (each epoch is a permutation of them all), else the union of the batches."""
+    if recipe.algorithm == "fedavg" and recipe.local_steps is None:
+        return torch.arange(num_examples)
+    return torch.unique(torch.cat(batches))
+
+
 class SGDTraining(LocalTraining):
     """Mini-batch SGD with cross-entropy, as FedSGD (one step) or FedAvg (epochs or steps)."""
 
@@ -67,7 +77,7 @@ class SGDTraining(LocalTraining):
             loss.backward()
             optimizer.step()
             total_loss += float(loss.detach())
-        used = torch.unique(torch.cat(batches))
+        used = used_positions(batches, len(data), recipe)
         return LocalResult(
             params=get_flat(model),
             num_examples=len(data),

@@ -23,7 +23,7 @@ from torch import nn
 from fedbench.data.federated import FederatedData
 from fedbench.data.tensors import TensorData
 from fedbench.errors import ConfigError, DataError
-from fedbench.fl.client import SGDTraining, batch_schedule
+from fedbench.fl.client import SGDTraining, batch_schedule, used_positions
 from fedbench.fl.context import RoundContext
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.recipe import TrainingRecipe
@@ -205,7 +205,8 @@ class VectorizedClients:
         x, y, rows = stack_shards(shards, ctx.device)
         trained = train_stacked(self.gradients, start, schedules, rows, x, y, self.recipe)
         return ChunkResult(trained.params, trained.losses.tolist(),
-                           [torch.unique(torch.cat(s)) for s in schedules])
+                           [used_positions(s, len(shard), self.recipe)
+                            for s, shard in zip(schedules, shards, strict=True)])
 
     def _unflatten(self, flat: torch.Tensor) -> StackedParams:
         parts = torch.split(flat, self.sizes, dim=1)

@@ -313,7 +313,7 @@ class Simulation:
                 rejected[out.client_id] = f"rejected: {err.reason}"
                 continue
             used_ids[out.client_id] = out.used_ids
-        with self.watch.measure("channel_aggregate") as lap:
+        with self.watch.measure("channel_aggregate", cpu=True) as lap:
             aggregate = channel.aggregate(messages) if messages else None
         plaintext = self._plaintext_cpu_seconds(plain) if self.cost_baseline else None
         return WireResult(messages, rejected, aggregate, losses, used_ids, lap.seconds,

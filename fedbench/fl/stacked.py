@@ -206,14 +206,21 @@ def pad_schedules(
     """Pad the clients' schedules (:func:`~fedbench.fl.client.batch_schedule`) to one shape."""
     if not schedules or any(len(s) == 0 for s in schedules):
         raise ValueError("every client needs at least one local step")
-    num_steps = max(len(s) for s in schedules)
-    batch = max(len(b) for s in schedules for b in s)
+    # One scatter for every (step, client, slot) at once: a slice assignment per client and
+    # step costs more than the training of a one-example client.
+    lengths = [int(b.shape[0]) for schedule in schedules for b in schedule]
+    steps_of = [step for schedule in schedules for step in range(len(schedule))]
+    clients_of = [client for client, schedule in enumerate(schedules) for _ in schedule]
+    num_steps, batch = max(steps_of) + 1, max(lengths)
     positions = torch.zeros(num_steps, len(schedules), batch, dtype=torch.long)
     counts = torch.zeros(num_steps, len(schedules), dtype=torch.long)
-    for client, schedule in enumerate(schedules):
-        for step, positions_of_step in enumerate(schedule):
-            positions[step, client, : len(positions_of_step)] = positions_of_step
-            counts[step, client] = len(positions_of_step)
+    sizes = torch.tensor(lengths)
+    counts[torch.tensor(steps_of), torch.tensor(clients_of)] = sizes
+    starts = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+    slots = torch.arange(int(sizes.sum())) - starts
+    positions[torch.repeat_interleave(torch.tensor(steps_of), sizes),
+              torch.repeat_interleave(torch.tensor(clients_of), sizes), slots] = torch.cat(
+        [b for schedule in schedules for b in schedule])
     real = torch.arange(batch) < counts.unsqueeze(-1)
     weights = real / counts.clamp(min=1).unsqueeze(-1)
     return PaddedSchedules(
