@@ -47,7 +47,8 @@ def used_positions(
     epochs (each epoch is a permutation of them all), else the union of the batches."""
     if recipe.algorithm == "fedavg" and recipe.local_steps is None:
         return torch.arange(num_examples)
-    return torch.unique(torch.cat(batches))
+    union: torch.Tensor = torch.unique(torch.cat(batches))  # torch types unique's result Any
+    return union
 
 
 class SGDTraining(LocalTraining):
