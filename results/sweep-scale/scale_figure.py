@@ -31,7 +31,8 @@ SAMPLE_RATE, CLIP = 0.25, 1.0  # the suite's q and C
 
 
 def cells() -> pd.DataFrame:
-    """One row per (experiment, defense): partition, N and each metric's value (interval)."""
+    """One row per (experiment, defense): partition, N and each metric's value (the accuracy's
+    interval too), IID first, then by partition and N."""
     frame = read_results_dir(HERE).frame()
     frame = frame[frame["value"].notna()]
     wide = frame.pivot_table(index=["experiment", "defense"], columns="metric", values="value",
@@ -40,7 +41,9 @@ def cells() -> pd.DataFrame:
     wide["interval"] = accuracy["interval"]
     wide = wide.reset_index()
     parts = wide["experiment"].str.rsplit("-n", n=1, expand=True)
-    return wide.assign(partition=parts[0], clients=parts[1].astype(int))
+    wide = wide.assign(partition=parts[0], clients=parts[1].astype(int),
+                       skewed=parts[0] != "iid")
+    return wide.sort_values(["skewed", "partition", "clients"])  # IID first, then by α
 
 
 def draw(table: pd.DataFrame, path: Path) -> None:
@@ -96,8 +99,6 @@ def markdown(table: pd.DataFrame) -> str:
 
 if __name__ == "__main__":
     found = cells()
-    order = found.assign(key=found["partition"] != "iid").sort_values(
-        ["key", "partition", "clients"])
-    draw(order, HERE / "figures" / "accuracy_vs_clients.png")
-    (HERE / "accuracy.md").write_text(markdown(order), encoding="utf-8")
+    draw(found, HERE / "figures" / "accuracy_vs_clients.png")
+    (HERE / "accuracy.md").write_text(markdown(found), encoding="utf-8")
     print((HERE / "accuracy.md").read_text(encoding="utf-8"))
