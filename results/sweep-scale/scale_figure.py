@@ -4,9 +4,10 @@ Reads ``results/sweep-scale/records.jsonl`` (written by ``fedbench run sweep-sca
 --results-dir results``) and writes
 
 - ``figures/accuracy_vs_clients.png``: one panel per partition (IID, Dirichlet α = 0.1, 1,
-  100), test accuracy with its 95% Wilson interval against N (log), one line per defense
-  (none, DP-FedAvg at ε ≈ 8 and ≈ 2);
-- ``accuracy.md``: the same numbers as a table, with DP-FedAvg's noise multiplier z and the
+  100), test accuracy against N (log), one line per defense (none, DP-FedAvg at ε ≈ 8 and
+  ≈ 2): the seeds' mean, each seed as a dot, bars spanning their 95% Wilson intervals;
+- ``accuracy.md``: the same numbers as a table (one seed: value [interval]; several: mean ± std
+  over the seeds and each seed's value), with DP-FedAvg's noise multiplier z and the
   noise std on the mean update z·C/(qN), and SecAgg+'s cost beside them (encode seconds per
   client, neighbours k, upload bytes per parameter).
 
@@ -31,14 +32,18 @@ SAMPLE_RATE, CLIP = 0.25, 1.0  # the suite's q and C
 
 
 def cells() -> pd.DataFrame:
-    """One row per (experiment, defense): partition, N and each metric's value (the accuracy's
-    interval too), IID first, then by partition and N."""
+    """One row per (experiment, defense): partition, N, the mean of each metric over the seeds,
+    the accuracy of every seed (``seeds``, in seed order) and the widest of their 95% Wilson
+    intervals (``low``, ``high``); IID first, then by partition and N."""
     frame = read_results_dir(HERE).frame()
     frame = frame[frame["value"].notna()]
-    wide = frame.pivot_table(index=["experiment", "defense"], columns="metric", values="value",
-                             aggfunc="last")
-    accuracy = frame[frame["metric"] == "accuracy"].set_index(["experiment", "defense"])
-    wide["interval"] = accuracy["interval"]
+    keys = ["experiment", "defense"]
+    wide = frame.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
+    accuracy = frame[frame["metric"] == "accuracy"].sort_values("seed")
+    grouped = accuracy.groupby(keys)
+    wide["seeds"] = grouped["value"].agg(list)
+    wide["low"] = grouped["interval"].agg(lambda s: min(i["low"] for i in s))
+    wide["high"] = grouped["interval"].agg(lambda s: max(i["high"] for i in s))
     wide = wide.reset_index()
     parts = wide["experiment"].str.rsplit("-n", n=1, expand=True)
     wide = wide.assign(partition=parts[0], clients=parts[1].astype(int),
@@ -47,6 +52,8 @@ def cells() -> pd.DataFrame:
 
 
 def draw(table: pd.DataFrame, path: Path) -> None:
+    """Accuracy (mean over seeds; bars: the widest Wilson interval, dots: each seed) against
+    N, one panel per partition, one line per defense."""
     partitions = sorted(table["partition"].unique(), key=lambda p: (p != "iid", p))
     fig, axes = plt.subplots(1, len(partitions), figsize=(4.2 * len(partitions), 3.6),
                              sharey=True, squeeze=False, layout="constrained")
@@ -54,15 +61,16 @@ def draw(table: pd.DataFrame, path: Path) -> None:
         for defense, marker in zip(DP, ("o", "s", "^"), strict=True):
             rows = table[(table["partition"] == partition) & (table["defense"] == defense)]
             rows = rows.sort_values("clients")
-            low = [v - i["low"] for v, i in zip(rows["accuracy"], rows["interval"], strict=True)]
-            high = [i["high"] - v for v, i in zip(rows["accuracy"], rows["interval"], strict=True)]
-            ax.errorbar(rows["clients"], rows["accuracy"], yerr=[low, high], marker=marker,
-                        capsize=3, label=defense)
+            mean = rows["accuracy"]
+            bars = ax.errorbar(rows["clients"], mean, yerr=[mean - rows["low"],
+                               rows["high"] - mean], marker=marker, capsize=3, label=defense)
+            for n, seeds in zip(rows["clients"], rows["seeds"], strict=True):
+                ax.scatter([n] * len(seeds), seeds, s=8, color=bars[0].get_color(), alpha=0.6)
         ax.set_xscale("log")
         ax.set_title(partition if partition == "iid" else f"Dirichlet α = {partition[3:]}")
         ax.set_xlabel("clients N (same 4,000 digits; q = 0.25)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (95% Wilson)")
+    axes[0][0].set_ylabel("test accuracy (seeds' mean, 95% Wilson)")
     axes[0][0].legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -70,8 +78,12 @@ def draw(table: pd.DataFrame, path: Path) -> None:
 
 
 def _accuracy(row: pd.Series) -> str:
-    lo, hi = row["interval"]["low"], row["interval"]["high"]
-    return f"{row['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+    """One seed: its value and interval; several: the mean ± std over seeds, and each seed."""
+    seeds = row["seeds"]
+    if len(seeds) == 1:
+        return f"{seeds[0]:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+    each = " / ".join(f"{v:.3f}" for v in seeds)
+    return f"{pd.Series(seeds).mean():.3f} ± {pd.Series(seeds).std():.3f} ({each})"
 
 
 def _secagg(by: pd.DataFrame) -> str:

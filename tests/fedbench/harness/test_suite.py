@@ -189,7 +189,7 @@ def test_sweep_scale_spreads_the_same_digits_over_up_to_one_client_each() -> Non
     from fedbench.seeding import Streams
 
     cells = expand(load_suite("sweep-scale"))
-    assert len(cells) == 12 * 4  # 4 IID + 8 label-skew experiments × 4 defense stacks
+    assert len(cells) == 12 * 4 * 2  # (4 IID + 8 label-skew experiments) × 4 stacks × 2 seeds
     sizes = {c.config.fl.num_clients for c in cells if c.experiment.startswith("iid")}
     assert sizes == {10, 100, 1000, 4000}
     largest = [c for c in cells if c.experiment == "iid-n4000"]
