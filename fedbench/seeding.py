@@ -46,7 +46,8 @@ class Streams:
 
     def integer_seed(self, name: str, *keys: int) -> int:
         """A 63-bit integer seed for libraries that take one."""
-        return int(self.sequence(name, *keys).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        # The shift on a Python int: numpy's scalar shift goes through its error-state machinery.
+        return int(self.sequence(name, *keys).generate_state(1, dtype=np.uint64)[0]) >> 1
 
     def torch(self, name: str, *keys: int, device: str | torch.device = "cpu") -> torch.Generator:
         """A torch Generator for stream ``name`` on ``device``."""

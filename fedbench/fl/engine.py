@@ -172,25 +172,28 @@ class VectorizedClients:
 
     def train(
         self, clients: Sequence[int], received: Mapping[int, torch.Tensor], ctx: RoundContext
-    ) -> list[LocalResult]:
-        """Each client's local training from the model it received, as the loop's."""
+    ) -> tuple[list[LocalResult], torch.Tensor]:
+        """Each client's local training from the model it received, as the loop's, and the
+        chunk's updates Δ = local − received ([W, d], one subtraction for all of them)."""
         shards = [self.data.clients[c] for c in clients]
         for cid, shard in zip(clients, shards, strict=True):
             if len(shard) == 0:
                 raise DataError(f"client {cid} has no data")
-        start = self._unflatten(torch.stack([received[c].to(ctx.device) for c in clients]))
+        sent = torch.stack([received[c].to(ctx.device) for c in clients])
+        start = self._unflatten(sent)
         if isinstance(self.trainer, ChunkedTraining):
             chunk = self.trainer.train_chunk(self.model, shards, start, self.recipe,
                                              clients=clients, ctx=ctx)
         else:
             chunk = self._sgd(shards, start, clients, ctx)
         flat = self._flatten(chunk.params)
-        return [
+        results = [
             LocalResult(params=flat[i], num_examples=len(shard), used_ids=shard.ids[used],
                         loss=loss)
             for i, (shard, loss, used) in enumerate(
                 zip(shards, chunk.losses, chunk.used, strict=True))
         ]
+        return results, flat - sent
 
     def _sgd(
         self, shards: Sequence[TensorData], start: StackedParams, clients: Sequence[int],

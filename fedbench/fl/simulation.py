@@ -249,33 +249,37 @@ class Simulation:
         results = self._looped(sent, ctx) if self._vectorized is None else self._stacked(
             self._vectorized, sent, ctx
         )
-        for cid, local in results:
-            received = sent.models[cid]
-            update = local.params.to(received.device) - received
+        for cid, local, update in results:
             if ctx.weights[cid] != 1.0:
                 update = update * ctx.weights[cid]
             for stage in self.pipeline.client_stages:
                 update = stage.apply(cid, update, ctx)
             yield ClientOutput(cid, update, local.loss, local.used_ids)
 
-    def _looped(self, sent: Broadcast, ctx: RoundContext) -> Iterator[tuple[int, LocalResult]]:
-        """The loop engine: each client trains the worker model with the local_training stage."""
+    def _looped(
+        self, sent: Broadcast, ctx: RoundContext
+    ) -> Iterator[tuple[int, LocalResult, torch.Tensor]]:
+        """The loop engine: each client trains the worker model with the local_training stage;
+        yields its result and its update Δ = local − received."""
         for cid in ctx.sampled:
-            self._worker_flat.load(sent.models[cid])
+            received = sent.models[cid]
+            self._worker_flat.load(received)
             with self.watch.measure("client_training"):
                 local = self.pipeline.local_training.train(
                     self.worker, self.data.clients[cid], self.fl.recipe, client_id=cid, ctx=ctx
                 )
-            yield cid, local
+            yield cid, local, local.params.to(received.device) - received
 
     def _stacked(
         self, engine: VectorizedClients, sent: Broadcast, ctx: RoundContext
-    ) -> Iterator[tuple[int, LocalResult]]:
-        """The vectorized engine: the clients train in chunks of stacked copies."""
+    ) -> Iterator[tuple[int, LocalResult, torch.Tensor]]:
+        """The vectorized engine: the clients train in chunks of stacked copies; the chunk's
+        updates are one subtraction (per client, it costs more than a small model's step)."""
         for chunk in engine.chunks(ctx.sampled):
             with self.watch.measure("client_training"):
-                results = engine.train(chunk, sent.models, ctx)
-            yield from zip(chunk, results, strict=True)
+                results, updates = engine.train(chunk, sent.models, ctx)
+            for i, (cid, local) in enumerate(zip(chunk, results, strict=True)):
+                yield cid, local, updates[i]
 
     def _wire_phase(self, outputs: Iterator[ClientOutput], ctx: RoundContext) -> WireResult:
         """Check, encode and aggregate the updates; apply the bad-update policy.
@@ -303,8 +307,11 @@ class Simulation:
                 own[out.client_id] = vector.copy()  # a chunked engine may reuse the memory
             try:
                 check_update(out.client_id, vector, self.dim)
-                with self.watch.measure("channel_encode"):
-                    messages[out.client_id] = channel.encode(out.client_id, vector)
+                # The clock read inline: a context manager per client costs microseconds,
+                # which a thousand clients of a small model notice.
+                tick = time.perf_counter()
+                messages[out.client_id] = channel.encode(out.client_id, vector)
+                self.watch.add("channel_encode", time.perf_counter() - tick)
                 if self.cost_baseline:
                     plain[out.client_id] = EncodedUpdate(out.client_id, vector, vector.nbytes)
             except BadClientUpdate as err:

@@ -39,6 +39,10 @@ class Stopwatch:
     def __init__(self, *names: str) -> None:
         self.totals: dict[str, float] = dict.fromkeys(names, 0.0)
 
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` measured by the caller to ``totals[name]``."""
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
+
     @contextmanager
     def measure(self, name: str, *, cpu: bool = False) -> Iterator[Lap]:
         """Time the block and add its seconds to ``totals[name]``; with ``cpu`` the lap also
