@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from fedbench.adversary import Adversary, AdversaryRole
-from fedbench.defenses.secagg.adversary import SplitViewServer
+from fedbench.defenses.secagg.adversary import KeySwapServer, SplitViewServer
 from fedbench.defenses.secagg.channel import SecAggChannel
 from fedbench.defenses.secagg.protocol import ServerPolicy
 from fedbench.fl.channel import Channel
@@ -87,3 +87,28 @@ class SecAggDeviation(Adversary):
             num_examples=record.num_examples.get(self.target, 0),
         )
         return view, [self.target]
+
+
+@register_adversary("secagg_key_swap")
+class SecAggKeySwap(SecAggDeviation):
+    """A malicious server in the middle of the key agreement: it forwards its own public key
+    as every neighbour's to the target (and as the target's to them), opens the target's
+    sealed shares, re-seals them so nobody notices, and unmasks the target's input — with no
+    colluder (:class:`~fedbench.defenses.secagg.adversary.KeySwapServer`). Signed
+    advertisements, on by default against a malicious server (the consistency check), make
+    the target refuse the substituted keys before it deals a share.
+
+    Args:
+        target: The client whose input the server unmasks (when it is sampled).
+    """
+
+    name = "secagg_key_swap"
+
+    def __init__(self, *, target: NonNegativeInt = 0) -> None:
+        super().__init__(target=target, colluders=[])
+
+    def settings(self) -> dict[str, object]:
+        return {"target": self.target}
+
+    def _server(self, ctx: RoundContext) -> ServerPolicy:
+        return KeySwapServer(self.target) if self.target in ctx.sampled else ServerPolicy()

@@ -35,17 +35,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from fedbench.defenses.secagg import keys
 from fedbench.defenses.secagg.prg import MaskGenerator
 from fedbench.defenses.secagg.protocol import (
+    SHARE_BYTES,
+    KeyAdvertisement,
     SecAggRound,
     Server,
     ServerPolicy,
+    ShareInbox,
     SurvivorSignature,
     UnmaskingResponse,
+    share_associated_data,
 )
 from fedbench.defenses.secagg.ring import Ring
 from fedbench.errors import AggregationError
@@ -180,6 +186,95 @@ class SplitViewServer(CoalitionServer):
             if c in signatures and c not in chosen:
                 chosen[c] = accomplice.sign_any(mine)
         return chosen
+
+
+class KeySwapServer(CoalitionServer):
+    """A man in the middle of the key agreement: the server forwards its own public key as
+    every neighbour's encryption key to the target, and as the target's to each neighbour.
+
+    The target then seals its shares of both secrets (its key seed and its self-mask seed)
+    for keys the server holds: the server opens each of them, re-seals it for the real
+    recipient (so nobody notices), and after the round reconstructs both secrets from t of
+    them and unmasks the target's input, with no colluder at all. Only signed advertisements
+    stop it (a PKI: each client checks every forwarded key against its sender's signature,
+    on with the consistency or the model-consistency check): the substituted keys carry no
+    valid signature, and the target refuses the round before dealing a share.
+
+    Args:
+        target: The client whose input the server wants.
+    """
+
+    def __init__(self, target: int) -> None:
+        super().__init__(targets=(target,))
+        self.target = target
+        self._fakes: dict[int, X25519PrivateKey] = {}  # neighbour → the key posing between
+        self.intercepted: dict[int, np.ndarray] = {}  # neighbour → the target's pair for it
+
+    def _fake(self, neighbour: int) -> X25519PrivateKey:
+        if neighbour not in self._fakes:
+            self._fakes[neighbour] = keys.private_key_from_seed(keys.random_seed())
+        return self._fakes[neighbour]
+
+    def _posing(self, advert: KeyAdvertisement, neighbour: int) -> KeyAdvertisement:
+        """``advert`` with its encryption key replaced by the one posing for ``neighbour``
+        (signature unchanged: the server cannot forge it)."""
+        return replace(advert, cipher_public=keys.public_bytes(self._fake(neighbour)))
+
+    def forward_keys(
+        self, server: Server, client: int, roster: Mapping[int, KeyAdvertisement]
+    ) -> Mapping[int, KeyAdvertisement]:
+        if client == self.target:
+            return {v: self._posing(advert, v) for v, advert in roster.items()}
+        if self.target in roster:
+            return {**roster, self.target: self._posing(roster[self.target], client)}
+        return roster
+
+    def forward_shares(self, server: Server, client: int, inbox: ShareInbox) -> ShareInbox:
+        rows = np.array(inbox.ciphertexts, copy=True)
+        for row, sender in enumerate(inbox.senders.tolist()):
+            if client == self.target:
+                neighbour = sender  # a neighbour's shares, sealed for the posing key
+            elif sender == self.target:
+                neighbour = client  # the target's shares, sealed for the posing key
+            else:
+                continue
+            pair = self._reseal(server, rows, row, sender=sender, recipient=client,
+                                neighbour=neighbour)
+            if sender == self.target:
+                self.intercepted[client] = pair
+        return ShareInbox(inbox.senders, rows)
+
+    def _reseal(
+        self, server: Server, rows: np.ndarray, row: int, *, sender: int, recipient: int,
+        neighbour: int,
+    ) -> np.ndarray:
+        """Open one sealed pair of shares with the posing key and seal it again for its real
+        recipient, in place; returns the pair."""
+        setup = server.setup
+        fake = self._fake(neighbour)
+        associated = share_associated_data(setup, sender, recipient)
+
+        def box(peer: int) -> bytes:
+            secret = keys.shared_secret(fake, server.keys[peer].cipher_public)
+            return keys.share_key(secret, round_index=setup.round_index, sender=sender,
+                                  recipient=recipient)
+
+        plaintext = keys.open_sealed(box(sender), rows[row].tobytes(), associated)
+        rows[row] = np.frombuffer(keys.seal(box(recipient), plaintext, associated),
+                                  dtype=np.uint8)
+        return np.frombuffer(plaintext, dtype=np.uint8)
+
+    def after_unmasking(
+        self, server: Server, responses: Mapping[int, UnmaskingResponse], masks: MaskGenerator
+    ) -> None:
+        owner = np.array([self.target], dtype=np.int64)
+        held = {
+            v: UnmaskingResponse(v, owner, pair[SHARE_BYTES:][None], owner,
+                                 pair[:SHARE_BYTES][None])
+            for v, pair in self.intercepted.items()
+        }
+        # What it intercepted replaces the honest responses: no colluder helps.
+        super().after_unmasking(server, held, masks)
 
 
 @dataclass(frozen=True)

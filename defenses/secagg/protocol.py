@@ -274,7 +274,7 @@ def _label(setup: RoundSetup, kind: str, owner: int) -> bytes:
     return f"round {setup.round_index}: {kind} of client {owner}".encode()
 
 
-def _share_associated_data(setup: RoundSetup, sender: int, recipient: int) -> bytes:
+def share_associated_data(setup: RoundSetup, sender: int, recipient: int) -> bytes:
     return struct.pack(">QQQ", setup.round_index, sender, recipient)
 
 
@@ -421,7 +421,7 @@ class Client:
             self._box_secrets[v] = secret
             box = keys.share_key(secret, round_index=setup.round_index, sender=self.id, recipient=v)
             sealed[row] = np.frombuffer(
-                keys.seal(box, shares[row].tobytes(), _share_associated_data(setup, self.id, v)),
+                keys.seal(box, shares[row].tobytes(), share_associated_data(setup, self.id, v)),
                 dtype=np.uint8,
             )
             agreed = keys.shared_secret(self._mask_key, roster[v].mask_public)
@@ -571,7 +571,7 @@ class Client:
         )
         try:
             plaintext = keys.open_sealed(
-                box, ciphertext.tobytes(), _share_associated_data(setup, v, self.id)
+                box, ciphertext.tobytes(), share_associated_data(setup, v, self.id)
             )
         except ValueError as err:
             raise AggregationError(
@@ -656,6 +656,16 @@ class ServerPolicy:
         neighbours are named as dropped)."""
         return self.survivor_set(server, client, survivors)
 
+    def forward_keys(
+        self, server: Server, client: int, roster: Mapping[int, KeyAdvertisement]
+    ) -> Mapping[int, KeyAdvertisement]:
+        """The neighbours' key advertisements forwarded to ``client`` (round 0 → 1)."""
+        return roster
+
+    def forward_shares(self, server: Server, client: int, inbox: ShareInbox) -> ShareInbox:
+        """The sealed shares forwarded to ``client`` (round 1 → 2)."""
+        return inbox
+
     def forward_signatures(
         self,
         server: Server,
@@ -731,7 +741,9 @@ class Server:
             for u, advert in adverts.items()
         }
         return {
-            u: {v: adverts[v] for v in sorted(graph.neighbours(u)) if v in adverts}
+            u: dict(self.policy.forward_keys(
+                self, u, {v: adverts[v] for v in sorted(graph.neighbours(u)) if v in adverts}
+            ))
             for u in adverts
         }
 
@@ -756,7 +768,7 @@ class Server:
         bounds = np.searchsorted(recipients, dealers, side="left").tolist()
         ends = np.searchsorted(recipients, dealers, side="right").tolist()
         return {
-            v: ShareInbox(senders[a:b], rows[a:b])
+            v: self.policy.forward_shares(self, v, ShareInbox(senders[a:b], rows[a:b]))
             for v, a, b in zip(dealers.tolist(), bounds, ends, strict=True)
         }
 

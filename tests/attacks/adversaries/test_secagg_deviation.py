@@ -51,3 +51,14 @@ def test_an_honest_server_opens_no_client_update(defense: dict) -> None:
 def test_against_a_plaintext_channel_the_deviation_is_labelled_moot() -> None:
     metrics = _deviation_cell({"name": "prune"})
     assert metrics[("", "adversary_effect")].note.startswith("moot: no secure aggregation")
+
+
+def test_a_key_swapping_server_reads_the_target_without_the_check_and_is_refused_with_it() -> None:
+    swap = {"name": "secagg_key_swap", "target": 0}
+    metrics = _deviation_cell({"name": "secagg", "consistency_check": False}, adversary=swap)
+    psnr = metrics[("client_update", "psnr")]
+    assert psnr.value is not None and psnr.value > 60
+    assert metrics[("", "rounds_failed")].value == 0  # nobody noticed
+    refused = _deviation_cell({"name": "secagg"}, adversary=swap)
+    assert refused[("", "rounds_failed")].value == 1
+    assert "keys or model hashes substituted" in refused[("aggregate", "applicable")].note

@@ -15,6 +15,7 @@ from fedbench.defenses.secagg import shamir
 from fedbench.defenses.secagg.adversary import (
     KEY_SEED,
     CoalitionServer,
+    KeySwapServer,
     SplitViewServer,
     colluders_view,
 )
@@ -320,3 +321,44 @@ def test_the_quorum_must_count_colluders_that_sign_both_sets() -> None:
                    checks=Checks(consistency=True, quorum=signature_quorum(10, corrupt=3)),
                    server_policy=server, colluders=colluders)
     assert server.recovered == {}
+
+
+@st.composite
+def key_swaps(draw: st.DrawFn) -> dict:
+    """A round (full or SecAgg+ graph), a target and a threshold."""
+    n = draw(st.integers(4, 9))
+    clients = tuple(range(n))
+    degree = draw(st.sampled_from([None, *range(4, n - 1, 2)]))
+    graph = Graph.full(clients) if degree is None else Graph.harary(
+        clients, degree=degree, seed=draw(st.binary(min_size=32, max_size=32)))
+    return {"graph": graph, "target": draw(st.sampled_from(clients)),
+            "threshold": draw(st.integers(1, graph.degree)),
+            "seed": draw(st.integers(0, 2**32 - 1))}
+
+
+@settings(max_examples=12, deadline=None)
+@given(key_swaps())
+def test_a_server_substituting_keys_unmasks_its_target_without_any_colluder(case: dict) -> None:
+    """Without signed advertisements nobody notices (the sum is exact) and the server reads
+    the target's input exactly from the shares it intercepted."""
+    ring = Ring(32)
+    inputs = random_inputs(case["graph"].clients, ring, 16, case["seed"])
+    server = KeySwapServer(case["target"])
+    result = secure_sum(inputs, ring=ring, graph=case["graph"], threshold=case["threshold"],
+                        server_policy=server)
+    assert result.total.tolist() == plain_sum(inputs, case["graph"].clients, ring)
+    assert set(server.intercepted) == set(case["graph"].neighbours(case["target"]))
+    np.testing.assert_array_equal(server.recovered[case["target"]], inputs[case["target"]])
+
+
+@pytest.mark.parametrize("checks", [Checks(model_consistency=True),
+                                    Checks(consistency=True, quorum=4)])
+def test_signed_advertisements_stop_the_key_substitution(checks: Checks) -> None:
+    ring = Ring(32)
+    graph = Graph.full(range(6))
+    inputs = random_inputs(graph.clients, ring, 16, 0)
+    server = KeySwapServer(0)
+    with pytest.raises(ConsistencyError, match=r"keys or model hashes substituted"):
+        secure_sum(inputs, ring=ring, graph=graph, threshold=3, server_policy=server,
+                   checks=checks, model_hashes=dict.fromkeys(graph.clients, "00"))
+    assert server.intercepted == {} and server.recovered == {}
