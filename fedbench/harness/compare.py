@@ -13,7 +13,11 @@ run do not show how much another machine's caches and clock move it. A timed rat
 interval (one round, one timing) is not judged at all ("not comparable"): identical code moved
 such ratios by up to 2.1× between two runs on the same 2-core machine, in both directions, so
 one timing cannot tell a change from noise; the benchmarks in ``benchmarks/`` time each
-channel repeatedly and hold its speed targets. pytest-benchmark JSON
+channel repeatedly and hold its speed targets. Nor are timed ratios of two cells whose
+machine load (the 1-minute load average per CPU their records hold) differs by more than
+``LOAD_GAP``: a pass of the quick suite beside the test suite read a distributed-DP ratio 2.4×
+higher than the same code on a quieter machine, though both sides of the ratio are CPU time
+(the other process takes caches and memory bandwidth, not only the clock). pytest-benchmark JSON
 files are compared on the ``extra_info`` entries each benchmark declares in
 ``extra_info["compare"]`` (``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
 """
@@ -32,6 +36,9 @@ from fedbench.errors import ResultsError
 from fedbench.harness.records import RecordSet
 from fedbench.harness.schema import MetricRecord
 from fedbench.metrics.intervals import Interval
+
+#: The largest difference in load per CPU at which timed ratios are still compared.
+LOAD_GAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -153,11 +160,23 @@ def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> C
         tolerance = tolerances.for_metric(metric, before.kind)
         verdict, allowed = judge(before.value, after.value, before.higher_is_better, tolerance,
                                  noise=before.interval, timing=before.timing)
+        gap = _load_gap(old.cells[key[0]].host if key[0] in old.cells else {},
+                        new.cells[key[0]].host)
+        if before.timing and gap is not None and gap > LOAD_GAP and verdict != "unchanged":
+            verdict = f"not comparable (load per CPU differs by {gap:.1f})"
         irreproducible = before.irreproducible or after.irreproducible
         result.changes.append(Change(
             where, metric, before.value, after.value, allowed, verdict, irreproducible,
         ))
     return result
+
+
+def _load_gap(old: dict[str, Any], new: dict[str, Any]) -> float | None:
+    """How far apart the two cells' machine loads per CPU were, when both recorded one."""
+    before, after = old.get("load_per_cpu"), new.get("load_per_cpu")
+    if not isinstance(before, int | float) or not isinstance(after, int | float):
+        return None
+    return abs(float(after) - float(before))
 
 
 def load_benchmark_json(path: Path) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from fedbench.config import Tolerance, Tolerances
 from fedbench.fl.views import ViewKind
 from fedbench.harness.compare import compare_benchmarks, compare_records, judge
 from fedbench.harness.records import RecordSet, Row, append_records
+from fedbench.harness.schema import CellRecord
 from fedbench.metrics.intervals import Interval
 
 CELLS = {"plain": make_cell("none"), "secagg": make_cell("secagg")}
@@ -94,6 +95,28 @@ def test_a_timing_without_an_interval_is_not_judged() -> None:
     # The same change with an interval over rounds is judged, and fails.
     rounds = Interval(200.0, 225.0, "bootstrap over rounds")
     assert judge(212.0, 354.0, False, tolerance, noise=rounds, timing=True)[0] == "regression"
+
+
+def _with_load(rows: list[Row], load: float) -> list[Row]:
+    """The rows with every cell record's host load per CPU set to ``load``."""
+    return [r.model_copy(update={"host": {**r.host, "load_per_cpu": load}})
+            if isinstance(r, CellRecord) else r for r in rows]
+
+
+def test_timed_ratios_of_cells_at_very_different_loads_are_not_judged() -> None:
+    doubled = _run({("plain", "aggregation_time_ratio"): 80.0})  # a regression at equal load
+    quiet, busy = _records(_with_load(_run(), 0.6)), _records(_with_load(doubled, 1.9))
+    result = compare_records(quiet, busy, Tolerances())
+    assert not result.failed
+    verdicts = {c.verdict for c in result.changes if c.metric == "aggregation_time_ratio"}
+    assert "not comparable (load per CPU differs by 1.3)" in verdicts
+    # Privacy and utility are judged whatever the load; timings at similar loads too.
+    worse = _records(_with_load(_run({("secagg", "mia_auc"): 0.70}), 1.9))
+    assert [c.metric for c in compare_records(quiet, worse, Tolerances()).regressions] == [
+        "mia_auc"]
+    similar = _records(_with_load(doubled, 0.8))
+    assert [c.metric for c in compare_records(quiet, similar, Tolerances()).regressions] == [
+        "aggregation_time_ratio"]
 
 
 def test_psnr_max_is_judged_in_decibels_like_psnr() -> None:
@@ -264,3 +287,9 @@ def test_two_empty_results_folders_have_nothing_to_compare(tmp_path: Path, capsy
     assert "nothing to compare" in capsys.readouterr().out
     (tmp_path / "c").write_text("not a folder")
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+
+
+def test_every_cell_record_says_how_busy_the_machine_was() -> None:
+    (cell,) = [r for r in _run(cells=("plain",)) if isinstance(r, CellRecord)]
+    load = cell.host["load_per_cpu"]
+    assert isinstance(load, float) and load >= 0
