@@ -33,7 +33,7 @@ from fedbench.fl.channel import Channel
 from fedbench.fl.context import RoundContext
 from fedbench.fl.threat import PrivateLog
 from fedbench.fl.transcript import RoundRecord, Transcript
-from fedbench.fl.views import AggregateView, ClientUpdateView, View, ViewKind
+from fedbench.fl.views import AggregateView, View, ViewKind
 from fedbench.params import NonNegativeInt
 from fedbench.registry import register_adversary
 
@@ -97,7 +97,7 @@ class ColludingClients(Adversary):
     ) -> tuple[View, list[int]] | None:
         if kind not in (ViewKind.AGGREGATE, ViewKind.CLIENT_UPDATE):
             return None
-        record = transcript.rounds[transcript.aggregate_view(target_round).round]
+        record = transcript.kept_round(target_round)
         honest = [c for c in record.contributors if c not in self.colluders]
         if not honest:
             raise KeyError(f"round {record.round}: every contributor colludes")
@@ -115,12 +115,7 @@ class ColludingClients(Adversary):
         if target not in honest:
             raise KeyError(f"client {target} did not contribute to round {record.round}")
         update = self._single_update(record, target, honest, rest, channel)
-        assert record.params is not None
-        return ClientUpdateView(
-            round=record.round, client_id=target, params=record.params, update=update,
-            weight=record.weights.get(target, 1.0),
-            num_examples=record.num_examples.get(target, 0),
-        ), [target]
+        return record.update_view(target, update), [target]
 
     def honest_sum(self, record: RoundRecord) -> torch.Tensor:
         """What the coalition learns of the honest clients: the sum it sees minus its own

@@ -24,7 +24,7 @@ from fedbench.fl.channel import Channel
 from fedbench.fl.context import RoundContext
 from fedbench.fl.threat import PrivateLog
 from fedbench.fl.transcript import Transcript
-from fedbench.fl.views import ClientUpdateView, View, ViewKind
+from fedbench.fl.views import View, ViewKind
 from fedbench.params import NonNegativeInt
 from fedbench.registry import register_adversary
 
@@ -122,13 +122,9 @@ class ModelInconsistency(Adversary):
         aggregate = transcript.aggregate_view(target_round)
         if self.target not in aggregate.contributors:
             raise KeyError(f"round {target_round}: client {self.target} is not in the sum")
-        record = transcript.rounds[target_round]
-        view = ClientUpdateView(
-            round=target_round, client_id=self.target, params=aggregate.params,
-            update=aggregate.aggregate, weight=record.weights[self.target],
-            num_examples=record.num_examples[self.target], known=self._known,
-        )
-        return view, [self.target]
+        record = transcript.kept_round(target_round)
+        return record.update_view(self.target, aggregate.aggregate, known=self._known), [
+            self.target]
 
 
 

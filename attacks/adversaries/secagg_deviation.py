@@ -22,7 +22,7 @@ from fedbench.fl.channel import Channel
 from fedbench.fl.context import RoundContext
 from fedbench.fl.threat import PrivateLog
 from fedbench.fl.transcript import Transcript
-from fedbench.fl.views import ClientUpdateView, View, ViewKind
+from fedbench.fl.views import View, ViewKind
 from fedbench.params import NonNegativeInt
 from fedbench.registry import register_adversary
 
@@ -78,15 +78,8 @@ class SecAggDeviation(Adversary):
         if recovered is None:
             raise KeyError(f"round {target_round}: the deviation unmasked nothing (the "
                            "consistency check aborted it, or too few shares were reachable)")
-        record = transcript.rounds[target_round]
-        assert record.params is not None
-        view = ClientUpdateView(
-            round=target_round, client_id=self.target, params=record.params,
-            update=torch.from_numpy(recovered).to(torch.float32),
-            weight=record.weights.get(self.target, 1.0),
-            num_examples=record.num_examples.get(self.target, 0),
-        )
-        return view, [self.target]
+        update = torch.from_numpy(recovered).to(torch.float32)
+        return transcript.kept_round(target_round).update_view(self.target, update), [self.target]
 
 
 @register_adversary("secagg_key_swap")

@@ -73,6 +73,19 @@ class RoundRecord:
     next_params: torch.Tensor | None = None
     denominator: float | None = None
 
+    def update_view(
+        self, client: int, update: torch.Tensor, *, known: torch.Tensor | None = None
+    ) -> ClientUpdateView:
+        """``update`` as the client-update view of ``client`` in this (kept) round: what the
+        server read of it, or what an adversary isolated or unmasked."""
+        if self.params is None:
+            raise KeyError(f"round {self.round} was not kept; ask for it in keep_rounds")
+        return ClientUpdateView(
+            round=self.round, client_id=client, params=self.params, update=update,
+            weight=self.weights.get(client, 1.0), num_examples=self.num_examples.get(client, 0),
+            known=known,
+        )
+
 
 class Transcript:
     """Everything the server saw, with views for the attacks.
@@ -150,7 +163,12 @@ class Transcript:
 
     # -- views -----------------------------------------------------------------------------
 
-    def _kept_round(self, round_index: int) -> RoundRecord:
+    def kept_round(self, round_index: int) -> RoundRecord:
+        """The record of a kept, completed round (negative indices count from the end).
+
+        Raises:
+            KeyError: The round is not in the transcript, failed, or was not kept.
+        """
         index = round_index % self.num_rounds if round_index < 0 else round_index
         if not 0 <= index < len(self.rounds):
             raise KeyError(f"round {round_index} is not in this transcript ({len(self.rounds)})")
@@ -165,25 +183,17 @@ class Transcript:
         self, round_index: int, client_id: int | None = None
     ) -> ClientUpdateView:
         """One client's update (the first contributor unless ``client_id`` is given)."""
-        record = self._kept_round(round_index)
+        record = self.kept_round(round_index)
         if record.client_updates is None:
             raise PermissionError("the channel hides single client updates from the server")
-        assert record.params is not None
         cid = record.contributors[0] if client_id is None else client_id
         if cid not in record.client_updates:
             raise KeyError(f"client {cid} did not contribute to round {record.round}")
-        return ClientUpdateView(
-            round=record.round,
-            client_id=cid,
-            params=record.params,
-            update=record.client_updates[cid],
-            weight=record.weights[cid],
-            num_examples=record.num_examples[cid],
-        )
+        return record.update_view(cid, record.client_updates[cid])
 
     def aggregate_view(self, round_index: int) -> AggregateView:
         """The decoded sum of a round."""
-        record = self._kept_round(round_index)
+        record = self.kept_round(round_index)
         assert record.aggregate is not None and record.params is not None
         return AggregateView(
             round=record.round,

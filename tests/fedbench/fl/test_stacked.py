@@ -43,6 +43,19 @@ def digits() -> TensorData:
     return DATASETS.create("digits").train.subset(np.arange(400))
 
 
+def _round_of_clients(
+    digits: TensorData, sizes: tuple[int, ...], dim: int, *, seed: int, round_index: int
+) -> tuple[list[TensorData], Streams, RoundContext]:
+    """Consecutive digits split into clients of ``sizes``, and a round of all of them."""
+    offsets = np.cumsum((0, *sizes))
+    clients = [digits.subset(np.arange(offsets[i], offsets[i + 1])) for i in range(len(sizes))]
+    streams = Streams(seed)
+    ctx = RoundContext(round=round_index, sampled=list(range(len(sizes))),
+                       num_clients=len(sizes), expected_clients=len(sizes), dim=dim,
+                       streams=streams)
+    return clients, streams, ctx
+
+
 @pytest.mark.parametrize(
     ("model", "recipe", "sizes"),
     [
@@ -61,11 +74,7 @@ def test_stacked_local_sgd_gives_each_clients_sgd_training(
 ) -> None:
     base = model()
     w0 = get_flat(base)
-    offsets = np.cumsum((0, *sizes))
-    clients = [digits.subset(np.arange(offsets[i], offsets[i + 1])) for i in range(len(sizes))]
-    streams = Streams(3)
-    ctx = RoundContext(round=0, sampled=list(range(len(sizes))), num_clients=len(sizes),
-                       expected_clients=len(sizes), dim=w0.numel(), streams=streams)
+    clients, streams, ctx = _round_of_clients(digits, sizes, w0.numel(), seed=3, round_index=0)
     looped = []
     for cid, data in enumerate(clients):
         worker = model()
@@ -75,6 +84,7 @@ def test_stacked_local_sgd_gives_each_clients_sgd_training(
              for n, p in base.named_parameters() if p.requires_grad}
     schedules = [batch_schedule(len(c), recipe, streams.torch("local_training", 0, cid))
                  for cid, c in enumerate(clients)]
+    offsets = np.cumsum((0, *sizes))  # the clients' rows in digits
     rows = torch.stack([torch.arange(offsets[i], offsets[i + 1]) for i in range(len(sizes))])
     trained = local_sgd_stacked(stacked_gradients(base), start, schedules, rows, digits.x,
                                 digits.y, recipe)
@@ -164,11 +174,7 @@ def test_ragged_clients_train_as_sgd_training_does(
 ) -> None:
     base = model()
     w0 = get_flat(base)
-    offsets = np.cumsum((0, *sizes))
-    clients = [digits.subset(np.arange(offsets[i], offsets[i + 1])) for i in range(len(sizes))]
-    streams = Streams(5)
-    ctx = RoundContext(round=2, sampled=list(range(len(sizes))), num_clients=len(sizes),
-                       expected_clients=len(sizes), dim=w0.numel(), streams=streams)
+    clients, streams, ctx = _round_of_clients(digits, sizes, w0.numel(), seed=5, round_index=2)
     looped = [SGDTraining().train(model(), data, recipe, client_id=cid, ctx=ctx)
               for cid, data in enumerate(clients)]
     schedules = [batch_schedule(len(c), recipe, streams.torch("local_training", 2, cid))
