@@ -114,17 +114,32 @@ class Graph:
     def _position(self) -> dict[int, int]:
         return {client: p for p, client in enumerate(self._order)}
 
+    @cached_property
+    def _members(self) -> frozenset[int]:
+        return frozenset(self.clients)
+
+    @cached_property
+    def _neighbourhoods(self) -> dict[int, frozenset[int]]:
+        return {}
+
     def neighbours(self, client: int) -> frozenset[int]:
-        """The neighbours of ``client`` (never the client itself)."""
+        """The neighbours of ``client`` (never the client itself); computed once per client
+        (the graph is immutable, and so are the sets it hands out)."""
+        known = self._neighbourhoods.get(client)
+        if known is not None:
+            return known
         if self.is_full:
-            if client not in self.clients:
+            if client not in self._members:
                 raise KeyError(f"client {client} is not in this round")
-            return frozenset(self.clients) - {client}
-        n, half = len(self._order), self.degree // 2
-        p = self._position[client]
-        return frozenset(
-            self._order[(p + sign * j) % n] for j in range(1, half + 1) for sign in (1, -1)
-        )
+            found = self._members - {client}
+        else:
+            n, half = len(self._order), self.degree // 2
+            p = self._position[client]
+            found = frozenset(
+                self._order[(p + sign * j) % n] for j in range(1, half + 1) for sign in (1, -1)
+            )
+        self._neighbourhoods[client] = found
+        return found
 
 
 def majority(holders: int) -> int:
