@@ -213,50 +213,71 @@ def split(secret: bytes, *, threshold: int, count: int) -> list[Share]:
 # -- Lagrange coefficients ---------------------------------------------------------------------
 
 
+@cache
+def _log_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(log, exp) of GF(p)* to the base 3, a generator (65537 is a Fermat prime, for which 3 is
+    a primitive root): exp[k] = 3^k for k < p − 1 and log[exp[k]] = k (log[0] unused). A
+    product of field elements is then one integer sum of their logs modulo p − 1 = 2^16."""
+    small, big = [1], [1]
+    for _ in range(255):
+        small.append(small[-1] * 3 % PRIME)
+    step = small[-1] * 3 % PRIME  # 3^256
+    for _ in range(255):
+        big.append(big[-1] * step % PRIME)
+    exp = (np.array(big, dtype=np.int64)[:, None] * np.array(small, dtype=np.int64) % PRIME)
+    exp = exp.reshape(-1)
+    log = np.zeros(PRIME, dtype=np.int32)
+    log[exp] = np.arange(PRIME - 1, dtype=np.int32)
+    return log, exp
+
+
 def _direct_coefficients(rows: np.ndarray) -> np.ndarray:
-    """λ[g, i] = Π_{j≠i} x_j / (x_j − x_i) mod p for each row of x-coordinates, O(t²) a row:
-    the products of differences first, then one inversion per coefficient."""
-    inverse = _inverses()
+    """λ[g, i] = Π_{j≠i} x_j / (x_j − x_i) mod p for each row of x-coordinates, O(t²) a row,
+    as sums of discrete logs: log λ_i = Σ_j log x_j − log x_i − Σ_{j≠i} log(x_j − x_i)."""
+    log, exp = _log_tables()
     count, width = rows.shape
     out = np.empty_like(rows)
     step = max(1, _CHUNK_ELEMENTS // (width * width))
     diagonal = np.arange(width)
+    order = PRIME - 1
     for start in range(0, count, step):
         xs = rows[start : start + step]
         diff = (xs[:, None, :] - xs[:, :, None]) % PRIME  # [g, i, j] = x_j − x_i
-        diff[:, diagonal, diagonal] = 1
-        denominators = _product_mod(diff)
-        numerators = _product_mod(xs)[:, None] * inverse[xs] % PRIME  # Π_{j≠i} x_j
-        out[start : start + step] = numerators * inverse[denominators] % PRIME
+        diff[:, diagonal, diagonal] = 1  # log 1 = 0: j = i drops out of the sum
+        denominators = log[diff].sum(axis=-1, dtype=np.int64)
+        logs = log[xs].astype(np.int64)
+        numerators = logs.sum(axis=-1, keepdims=True) - logs
+        out[start : start + step] = exp[(numerators - denominators) % order]
     return out
 
 
 def _leave_one_out(base: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Coefficients of rows that are ``base`` (t + 1 sorted points) less one point each:
-    λ^(B∖k)_i = λ^B_i · (x_k − x_i) / x_k, from λ^B computed once."""
+    λ^(B∖k)_i = λ^B_i · (x_k − x_i) / x_k, from λ^B computed once, O(t) a row. The missing
+    point of a row is Σ B − Σ row."""
     full = _direct_coefficients(base[None])[0]
-    kept = np.zeros((rows.shape[0], base.size), dtype=bool)
-    kept[np.arange(rows.shape[0])[:, None], np.searchsorted(base, rows)] = True
-    missing = base[np.argmin(kept, axis=1)]
-    factors = (missing[:, None] - base[None, :]) % PRIME * _inverses()[missing][:, None] % PRIME
-    coefficients = full[None, :] * factors % PRIME
-    out: np.ndarray = coefficients[kept].reshape(rows.shape)
+    missing = int(base.sum()) - rows.sum(axis=1)
+    factors = (missing[:, None] - rows) % PRIME * _inverses()[missing][:, None] % PRIME
+    out: np.ndarray = full[np.searchsorted(base, rows)] * factors % PRIME
     return out
 
 
 def lagrange_at_zero(xs: np.ndarray) -> np.ndarray:
     """The Lagrange coefficients at 0 of each row of sorted, distinct x-coordinates (m × t).
 
-    Computed once per distinct row; rows that all lie in one set of t + 1 points derive theirs
-    from that set's (O(t) a row instead of O(t²)).
+    Rows that all lie in one set of t + 1 points (the complete graph: each owner's holders are
+    the first t + 1 answering clients but itself) derive theirs from that set's, O(t) a row
+    with no search for distinct rows; otherwise they are computed once per distinct row.
     """
+    present = np.zeros(MAX_HOLDERS + 1, dtype=bool)
+    present[xs.reshape(-1)] = True
+    union = np.flatnonzero(present)
+    if union.size == xs.shape[1]:  # every row is the same set
+        return np.repeat(_direct_coefficients(union[None]), xs.shape[0], axis=0)
+    if union.size == xs.shape[1] + 1:
+        return _leave_one_out(union, xs)
     rows, inverse = np.unique(xs, axis=0, return_inverse=True)
-    union = np.unique(rows)
-    if rows.shape[0] > 1 and union.size == rows.shape[1] + 1:
-        coefficients = _leave_one_out(union, rows)
-    else:
-        coefficients = _direct_coefficients(rows)
-    return coefficients[inverse.reshape(-1)]
+    return _direct_coefficients(rows)[inverse.reshape(-1)]
 
 
 # -- reconstruction ----------------------------------------------------------------------------
@@ -276,10 +297,20 @@ def reconstruct(xs: np.ndarray, shares: np.ndarray) -> list[bytes | None]:
     if shares.shape[:2] != xs.shape:
         raise ValueError(f"shares {shares.shape[:2]} do not match x-coordinates {xs.shape}")
     limbs = _limb_count(shares.shape[2])
-    values = decode_elements(shares, limbs)
     coefficients = lagrange_at_zero(xs)
-    secrets = (coefficients[:, :, None] * values).sum(axis=1) % PRIME
-    return [_secret_bytes(row) for row in secrets]
+    # Σ_i λ_i y_i with y = low + 2^16·high (the share encoding), as two batched float64
+    # products: every term is below 2^33 and a sum has at most 2^16 terms, so both are exact.
+    weights = coefficients.astype(np.float64)[:, None, :]
+    low = np.ascontiguousarray(shares[..., : 2 * limbs]).view("<u2").astype(np.float64)
+    high = np.unpackbits(shares[..., 2 * limbs :], axis=-1, count=limbs, bitorder="little")
+    low_sum = np.fmod(np.matmul(weights, low)[:, 0], PRIME).astype(np.int64)
+    high_sum = np.fmod(np.matmul(weights, high.astype(np.float64))[:, 0], PRIME).astype(np.int64)
+    secrets = (low_sum + (high_sum << 16)) % PRIME
+    # A limb beyond 16 bits marks its row as wrong; the rest are cut from one buffer.
+    wrong = (secrets > 0xFFFF).any(axis=1).tolist()
+    width = 2 * limbs
+    blob = secrets.astype("<u2").tobytes()
+    return [None if bad else blob[i * width : (i + 1) * width] for i, bad in enumerate(wrong)]
 
 
 def _limb_count(share_size: int) -> int:
