@@ -71,9 +71,17 @@ def public_bytes(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def shared_secret(key: X25519PrivateKey, peer_public: bytes) -> bytes:
-    """X25519 agreement with a peer's raw public key (rejects low-order points)."""
-    return key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+def shared_secret(key: X25519PrivateKey, peer_public: bytes | X25519PublicKey) -> bytes:
+    """X25519 agreement with a peer's public key, raw or parsed by :func:`parse_public`
+    (rejects low-order points)."""
+    if isinstance(peer_public, bytes):
+        peer_public = X25519PublicKey.from_public_bytes(peer_public)
+    return key.exchange(peer_public)
+
+
+def parse_public(raw: bytes) -> X25519PublicKey:
+    """A raw public key parsed once, for a party that agrees with it many times."""
+    return X25519PublicKey.from_public_bytes(raw)
 
 
 def mask_seed(secret: bytes, *, round_index: int, a: int, b: int) -> bytes:

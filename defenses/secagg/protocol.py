@@ -716,6 +716,7 @@ class Server:
         self.keys: dict[int, KeyAdvertisement] = {}
         self.dealt: dict[int, SharedKeys] = {}
         self._input_keys: dict[int, bytes] = {}
+        self._mask_publics: dict[int, keys.X25519PublicKey] = {}
         self.senders: frozenset[int] = frozenset()
         self.rejected: dict[int, str] = {}
         self.altered: dict[int, list[int]] = {}
@@ -732,20 +733,33 @@ class Server:
         """Round 0 → 1: each client gets the keys of its neighbours that advertised (U1); the
         server agrees each client's input-authentication key with its c key."""
         graph = self.setup.graph
-        self.keys = dict(adverts)
+        self.keys = dict(sorted(adverts.items()))
+        self._mask_publics = {}
         self._input_keys = {
             u: keys.input_key(
                 keys.shared_secret(self._key, advert.cipher_public),
                 round_index=self.setup.round_index, sender=u,
             )
-            for u, advert in adverts.items()
+            for u, advert in self.keys.items()
         }
-        return {
-            u: dict(self.policy.forward_keys(
-                self, u, {v: adverts[v] for v in sorted(graph.neighbours(u)) if v in adverts}
-            ))
-            for u in adverts
-        }
+        rosters: dict[int, dict[int, KeyAdvertisement]] = {}
+        for u in adverts:
+            if graph.is_full and u in self.keys:
+                # Every other advertiser is a neighbour: a copy of the (sorted) table less u.
+                roster = dict(self.keys)
+                del roster[u]
+            else:
+                roster = {v: self.keys[v] for v in sorted(graph.neighbours(u)) if v in self.keys}
+            rosters[u] = dict(self.policy.forward_keys(self, u, roster))
+        return rosters
+
+    def mask_public(self, client: int) -> keys.X25519PublicKey:
+        """``client``'s advertised mask key, parsed once per round (the server agrees with it
+        once per dropped neighbour)."""
+        parsed = self._mask_publics.get(client)
+        if parsed is None:
+            parsed = self._mask_publics[client] = keys.parse_public(self.keys[client].mask_public)
+        return parsed
 
     def route_shares(self, dealt: Mapping[int, SharedKeys]) -> dict[int, ShareInbox]:
         """Round 1 → 2: each dealer (U2) gets the ciphertexts addressed to it by other dealers,
@@ -762,9 +776,15 @@ class Server:
         rows = np.concatenate(
             [np.zeros((0, CIPHERTEXT_BYTES), dtype=np.uint8), *(m.ciphertexts for m in messages)]
         )
-        keep = np.isin(recipients, dealers)
-        order = np.lexsort((senders[keep], recipients[keep]))
-        senders, recipients, rows = senders[keep][order], recipients[keep][order], rows[keep][order]
+        # Keep the rows addressed to dealers; then a stable sort by recipient (positions fit 16
+        # bits: a radix sort) orders them by (recipient, sender), the senders being ascending.
+        members = self.setup._members
+        position = np.searchsorted(members, recipients).clip(max=members.size - 1)
+        dealing = np.zeros(members.size, dtype=bool)
+        dealing[np.searchsorted(members, dealers)] = True
+        keep = np.flatnonzero((members[position] == recipients) & dealing[position])
+        order = keep[np.argsort(position[keep].astype(np.uint16), kind="stable")]
+        senders, recipients, rows = senders[order], recipients[order], rows[order]
         bounds = np.searchsorted(recipients, dealers, side="left").tolist()
         ends = np.searchsorted(recipients, dealers, side="right").tolist()
         return {
@@ -868,11 +888,19 @@ class Server:
         (as far as the policy tells it)."""
         alive = frozenset(survivors)
         dealers = frozenset(self.dealt)
+        everyone = len(dealers) == len(self.setup.graph.clients)
+        dropped = dealers - alive
         requests = {}
         for u in sorted(alive):
-            mine = self.setup.graph.neighbours(u) & dealers
+            mine = self.setup.graph.neighbours(u)
+            if not everyone:
+                mine = mine & dealers
             told = self.policy.unmasking_survivors(self, u, alive)
-            requests[u] = (mine & told, mine - told)
+            # mine ⊆ dealers, so mine − told = mine ∩ (dealers − told): a set as small as the
+            # dropouts instead of one as large as the neighbourhood, computed once for the
+            # honest server's common survivor set.
+            gone = mine & (dropped if told is alive else dealers - told)
+            requests[u] = (mine - gone if gone else mine, gone)
         return requests
 
     def reconstruct_secret(
@@ -893,7 +921,7 @@ class Server:
         partners = sorted(self.setup.graph.neighbours(owner) & set(self.dealt))
         return {
             v: keys.mask_seed(
-                keys.shared_secret(private, self.keys[v].mask_public),
+                keys.shared_secret(private, self.mask_public(v)),
                 round_index=self.setup.round_index, a=owner, b=v,
             )
             for v in partners
@@ -934,10 +962,10 @@ class Server:
         counts = [len(mine) for mine in owners[1:]]
         owned = np.concatenate(owners).astype(np.int64, copy=False)
         held = np.repeat(_ids(senders), counts)
+        held_xs = np.repeat(self.setup.x(senders), counts)
         # Positions fit 16 bits (MAX_CLIENTS), for which numpy's stable sort is a radix sort.
         order = np.argsort((self.setup.x(owned) - 1).astype(np.uint16), kind="stable")
-        owned, held = owned[order], held[order]
-        xs = self.setup.x(held)
+        owned, held, xs = owned[order], held[order], held_xs[order]
         repeated = np.flatnonzero((owned[1:] == owned[:-1]) & (held[1:] == held[:-1]))
         if repeated.size:
             raise ProtocolViolation(
@@ -1044,7 +1072,7 @@ class Server:
             private = keys.private_key_from_seed(key_seeds[v])
             for u in sorted(graph.neighbours(v) & alive):
                 pair = keys.mask_seed(
-                    keys.shared_secret(private, self.keys[u].mask_public),
+                    keys.shared_secret(private, self.mask_public(u)),
                     round_index=setup.round_index, a=u, b=v,
                 )
                 # u added PRG(s_uv) if u < v and subtracted it otherwise; undo that.
