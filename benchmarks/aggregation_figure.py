@@ -3,7 +3,8 @@
 Reads the pytest-benchmark JSON of ``test_aggregation_rounds.py`` and draws, log-log, one panel
 per (party, dimension): each channel's complete round (solid; circles no dropout, crosses 10%)
 and its AES bound (dotted, same colour), so the gap between the two lines is the
-``round_vs_aes_bound`` ratio the benchmark records.
+``round_vs_aes_bound`` ratio the benchmark records; dash-dotted, the authenticated bound (the
+AES bound plus one raw GMAC pass per masked input), where the results record it.
 
 Run: ``python benchmarks/aggregation_figure.py ROUNDS.json OUT.png``.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 Key = tuple[str, float]  # (channel, dropout)
 Points = list[tuple[int, float, float]]  # (n, seconds, bound)
+Panel = tuple[str, int]  # (party, dim)
 
 
 def series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[Key, Points]]:
@@ -34,6 +36,23 @@ def series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[Key, Points
     return out
 
 
+def authenticated_series(rows: list[dict[str, Any]]) -> dict[Panel, dict[Key, list[float]]]:
+    """The authenticated bound beside each point of :func:`series` (empty for results from
+    before it was recorded)."""
+    out: dict[Panel, dict[Key, list[tuple[int, float]]]] = defaultdict(
+        lambda: defaultdict(list))
+    for info in rows:
+        if info.get("role") != "channel" or "authenticated_bound_seconds" not in info:
+            continue
+        line = out[(info["phase"], info["dim"])][(info["channel"], info["dropout"])]
+        line.append((info["clients"], info["authenticated_bound_seconds"]))
+    result: dict[Panel, dict[Key, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for panel, lines in out.items():
+        for key, points in lines.items():
+            result[panel][key] = [bound for _, bound in sorted(points)]
+    return result
+
+
 def draw(json_path: Path, png: Path) -> Path:
     import matplotlib
 
@@ -41,7 +60,9 @@ def draw(json_path: Path, png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     data = json.loads(json_path.read_text(encoding="utf-8"))
-    panels = series([b.get("extra_info") or {} for b in data["benchmarks"]])
+    rows = [b.get("extra_info") or {} for b in data["benchmarks"]]
+    panels = series(rows)
+    authenticated = authenticated_series(rows)
     keys = sorted(panels)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.8), squeeze=False,
                              layout="constrained")
@@ -55,6 +76,9 @@ def draw(json_path: Path, png: Path) -> Path:
                     linestyle="-" if not dropout else "--", label=label)
             ax.plot(n, bound, color=colour, linestyle=":", alpha=0.8,
                     label=f"{label}: AES bound")
+            if authenticated[key][(channel, dropout)]:
+                ax.plot(n, authenticated[key][(channel, dropout)], color=colour,
+                        linestyle="-.", alpha=0.5, label=f"{label}: authenticated bound")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)

@@ -14,7 +14,11 @@ Masked inputs are authenticated to the server with a key agreed between the clie
 and the server's round key (:func:`input_key`): a message altered on its way is rejected and its
 sender named, instead of being summed (a flipped byte moves the sum by up to 2^b). The tag is
 GMAC (AES-GCM over an empty plaintext with the vector as associated data), the MAC of AES-GCM
-deployments, which OpenSSL computes at about the speed of AES-CTR itself.
+deployments. It is also the cheapest MAC at hand per byte: measured over 4 MB with
+``cryptography`` (OpenSSL 4, a CPU with VAES and VPCLMULQDQ) GMAC runs at ~28 GB/s, AES-128-CTR
+at ~11.6, Poly1305 (a one-time MAC like GMAC under a one-time key) at ~14.5, HMAC-SHA256 at
+~2.0 and keyed BLAKE2b at ~1.3; so the tag costs about 0.4 of a mask expansion of the same
+vector. Its key tags one message (see input_key), so the fixed nonce is safe.
 
 Signatures (Ed25519) are used only by the checks against a malicious server (:mod:`.checks`):
 a client signs its key advertisement and the survivor set it was told, so the server can
