@@ -31,6 +31,8 @@ import numpy as np
 from fedbench.errors import BadClientUpdate, ConfigError
 
 MAX_BITS = 64
+# Widest b whose value, at a shift below 8 in the 64-bit word starting at its byte, fits it.
+_FAST_MAX_BITS = 57
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,19 @@ class Ring:
         # (word, shift) of each of the 8 values of a group.
         return [divmod(j * self.bits, 64) for j in range(8)]
 
+    def _lane_views(self, buffer: np.ndarray, groups: int) -> list[tuple[np.ndarray, np.uint64]]:
+        """For each j < 8: (the unaligned little-endian 64-bit word that starts at the byte of
+        value j of every group, the shift of value j inside it). Eight b-bit values fill b bytes,
+        so group g's word j starts at byte g·b + ⌊j·b/8⌋; with b ≤ 57 the value and its shift
+        (< 8) fit that word. ``buffer`` needs 8 spare bytes past the last group."""
+        views = []
+        for j in range(8):
+            start, shift = divmod(j * self.bits, 8)
+            view = np.ndarray((groups,), dtype="<u8", buffer=buffer, offset=start,
+                              strides=(self.bits,))
+            views.append((view, np.uint64(shift)))
+        return views
+
     def pack(self, values: np.ndarray) -> np.ndarray:
         """Values of this ring (storage type) as b bits each: uint8 wire bytes, or the values
         themselves when b is the storage width."""
@@ -96,6 +111,21 @@ class Ring:
             return values
         if values.size == 0:
             return np.zeros(0, dtype=np.uint8)
+        if 8 <= self.bits <= _FAST_MAX_BITS:
+            # Each value ORed into the word at its byte: per j one strided pass of the groups.
+            # b ≥ 8 bytes between a view's words, so no view overlaps itself.
+            groups = -(-values.size // 8)
+            buffer = np.zeros(groups * self.bits + 8, dtype=np.uint8)
+            for j, (view, shift) in enumerate(self._lane_views(buffer, groups)):
+                lane = values[j::8].astype(np.uint64)
+                np.left_shift(lane, shift, out=lane)
+                part = view[: lane.size]
+                np.bitwise_or(part, lane, out=part)
+            return buffer[: self.packed_nbytes(values.size)].copy()
+        return self._pack_groups(values)
+
+    def _pack_groups(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`pack` for any b, with (groups, 8) lanes shifted into each group's words."""
         groups = -(-values.size // 8)
         padded = np.zeros(8 * groups, dtype=np.uint64)
         padded[: values.size] = values
@@ -112,6 +142,26 @@ class Ring:
         """The inverse of :meth:`pack`: ``dim`` values in the storage type."""
         if self.wraps_natively:
             return wire
+        if dim == 0:
+            return self.zeros(0)
+        if self.bits <= _FAST_MAX_BITS:
+            # Value j of every group: its word shifted and masked, one strided pass per j.
+            groups = -(-dim // 8)
+            buffer = np.zeros(groups * self.bits + 8, dtype=np.uint8)
+            count = min(wire.size, groups * self.bits)
+            buffer[:count] = wire[:count]
+            out = np.empty(8 * groups, dtype=self.dtype)
+            lane = np.empty(groups, dtype=np.uint64)
+            mask = np.uint64(self.mask)
+            for j, (view, shift) in enumerate(self._lane_views(buffer, groups)):
+                np.right_shift(view, shift, out=lane)
+                np.bitwise_and(lane, mask, out=lane)
+                out[j::8] = lane
+            return out[:dim]
+        return self._unpack_groups(wire, dim)
+
+    def _unpack_groups(self, wire: np.ndarray, dim: int) -> np.ndarray:
+        """:meth:`unpack` for any b, from (groups, 8) lanes."""
         if dim == 0:
             return self.zeros(0)
         groups = -(-dim // 8)

@@ -78,3 +78,18 @@ def test_packing_is_the_bit_stream_and_round_trips(bits: int, dim: int, seed: in
         assert wire.tobytes() == _reference_packing(values.tolist(), bits)
     assert ring.unpack(wire, dim).tolist() == values.tolist()
     assert ring.unpack(wire, dim).dtype == ring.dtype
+
+
+@pytest.mark.parametrize("bits", range(1, 65))
+def test_fast_packing_equals_the_group_packing_at_every_width(bits: int) -> None:
+    ring = Ring(bits)
+    for dim in (1, 7, 8, 9, 1001):
+        values = np.random.default_rng(bits * dim).integers(
+            0, ring.modulus, size=dim, dtype=np.uint64, endpoint=False
+        ).astype(ring.dtype)
+        if ring.wraps_natively:
+            continue
+        wire = ring.pack(values)
+        assert wire.tobytes() == ring._pack_groups(values).tobytes()
+        assert ring.unpack(wire, dim).tolist() == values.tolist()
+        assert ring._unpack_groups(wire, dim).tolist() == values.tolist()
