@@ -2,7 +2,7 @@
 
 ```
 broadcast  server → each sampled client: the model it receives          → Broadcast
-client     local training → client stages → Δ_i, one client at a time    → ClientOutput …
+client     local training → client stages → Δ_i, a chunk at a time       → ClientChunk …
 wire       check → channel.encode → channel.aggregate → failure policy    → WireResult
 server     server stages → model step                                     → ServerResult
 ```
@@ -10,6 +10,7 @@ server     server stages → model step                                     → 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,20 +20,23 @@ from fedbench.fl.channel import AggregateResult, EncodedUpdate
 
 
 @dataclass(frozen=True)
-class ClientOutput:
-    """One client's result of the client phase.
+class ClientChunk:
+    """Clients' results of the client phase, stacked (a chunk the vectorized engine trained at
+    once, or a single client of the loop).
 
     Attributes:
-        client_id: The client.
-        update: Δ_i after the client-side stages, scaled by the client's weight (flat).
-        loss: Mean local training loss.
-        used_ids: Global ids of the examples its training touched (ground truth only).
+        client_ids: The clients, in row order.
+        updates: [W, d]: row i is ``client_ids[i]``'s Δ_i, scaled by its weight, after the
+            client-side stages (a stage's malformed output travels alone, as its one row).
+        losses: Each client's mean local training loss.
+        used_ids: Each client's global ids of the examples its training touched (ground truth
+            only).
     """
 
-    client_id: int
-    update: torch.Tensor
-    loss: float
-    used_ids: torch.Tensor
+    client_ids: list[int]
+    updates: torch.Tensor
+    losses: list[float]
+    used_ids: list[torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class WireResult:
     """What reached the server and what it made of it.
 
     Attributes:
-        messages: The encoded messages the server received, by client.
+        messages: The encoded messages the server received, by client (a
+            :class:`~fedbench.fl.channel.ChunkMessages` where they arrived in chunks).
         rejected: Clients whose update failed the server's checks, with the reason.
         aggregate: The channel's sum, or None when no message arrived.
         losses: Every trained client's local loss (rejected clients included).
@@ -52,7 +57,7 @@ class WireResult:
         coalition_updates: The colluding clients' own updates (an adversary's coalition).
     """
 
-    messages: dict[int, EncodedUpdate]
+    messages: Mapping[int, EncodedUpdate]
     rejected: dict[int, str]
     aggregate: AggregateResult | None
     losses: list[float] = field(default_factory=list)
