@@ -216,8 +216,12 @@ def check_chunk(
     """:func:`check_update` of every row of a chunk (row i: ``client_ids[i]``'s update), in
     one pass over a well-formed chunk: the rows it rejects, with their errors, in row order."""
     if updates.ndim == 2 and updates.shape[1] == dim and updates.dtype.kind == "f":
-        # Every row has the right shape and dtype: only a non-finite entry can reject one.
-        suspects: Sequence[int] = np.flatnonzero(~np.isfinite(updates).all(axis=1)).tolist()
+        # Every row has the right shape and dtype: only a non-finite entry can reject one, and
+        # a row holding one sums to NaN or an infinity (inf + x = inf, inf - inf = NaN). The
+        # row sums read the chunk once without a chunk-sized temporary; a finite row whose sum
+        # overflows is a suspect that check_update clears.
+        sums = np.einsum("ij->i", updates)
+        suspects: Sequence[int] = np.flatnonzero(~np.isfinite(sums)).tolist()
     else:
         suspects = range(len(client_ids))
     errors: dict[int, BadClientUpdate] = {}

@@ -28,7 +28,7 @@ from fedbench.fl.context import RoundContext
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.recipe import TrainingRecipe
 from fedbench.fl.stacked import StackedParams, stacked_gradients, train_stacked, vectorizable
-from fedbench.fl.stages import LocalResult, LocalTraining
+from fedbench.fl.stages import LocalTraining
 
 #: The engines a run can use (``FLConfig.engine`` adds "auto": vectorized where it applies).
 Engine = Literal["loop", "vectorized"]
@@ -50,6 +50,21 @@ class ChunkResult:
     params: StackedParams
     losses: list[float]
     used: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainedChunk:
+    """A chunk of clients' local training, as the round uses it.
+
+    Attributes:
+        updates: [W, d]: each client's update Δ = local − received, in the chunk's order.
+        losses: Each client's mean loss over its steps.
+        used_ids: Each client's global ids of the examples its batches touched.
+    """
+
+    updates: torch.Tensor
+    losses: list[float]
+    used_ids: list[torch.Tensor]
 
 
 @runtime_checkable
@@ -172,28 +187,25 @@ class VectorizedClients:
 
     def train(
         self, clients: Sequence[int], received: Mapping[int, torch.Tensor], ctx: RoundContext
-    ) -> tuple[list[LocalResult], torch.Tensor]:
-        """Each client's local training from the model it received, as the loop's, and the
-        chunk's updates Δ = local − received ([W, d], one subtraction for all of them)."""
+    ) -> TrainedChunk:
+        """Each client's local training from the model it received, as the loop's: the
+        chunk's updates Δ = local − received ([W, d], one subtraction for all of them), losses
+        and examples used."""
         shards = [self.data.clients[c] for c in clients]
         for cid, shard in zip(clients, shards, strict=True):
             if len(shard) == 0:
                 raise DataError(f"client {cid} has no data")
-        sent = torch.stack([received[c].to(ctx.device) for c in clients])
+        sent = _stack_received([received[c] for c in clients], ctx.device)
         start = self._unflatten(sent)
         if isinstance(self.trainer, ChunkedTraining):
             chunk = self.trainer.train_chunk(self.model, shards, start, self.recipe,
                                              clients=clients, ctx=ctx)
         else:
             chunk = self._sgd(shards, start, clients, ctx)
-        flat = self._flatten(chunk.params)
-        results = [
-            LocalResult(params=flat[i], num_examples=len(shard), used_ids=shard.ids[used],
-                        loss=loss)
-            for i, (shard, loss, used) in enumerate(
-                zip(shards, chunk.losses, chunk.used, strict=True))
-        ]
-        return results, flat - sent
+        used_ids = [shard.ids[used] for shard, used in zip(shards, chunk.used, strict=True)]
+        # In place: the trained copies are not needed once their updates are taken, and a
+        # chunk-sized allocation costs its page faults.
+        return TrainedChunk(self._flatten(chunk.params).sub_(sent), chunk.losses, used_ids)
 
     def _sgd(
         self, shards: Sequence[TensorData], start: StackedParams, clients: Sequence[int],
@@ -220,6 +232,15 @@ class VectorizedClients:
 
     def _flatten(self, params: StackedParams) -> torch.Tensor:
         return torch.cat([params[n].reshape(params[n].shape[0], -1) for n in self.names], dim=1)
+
+
+def _stack_received(models: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """[W, d]: the model each client received, a row each; a view of one row when they all
+    received the same tensor (an honest server's w_t) rather than W copies of it."""
+    first = models[0]
+    if all(m is first for m in models):
+        return first.to(device).expand(len(models), -1)
+    return torch.stack([m.to(device) for m in models])
 
 
 def stack_shards(

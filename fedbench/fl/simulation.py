@@ -50,11 +50,14 @@ from fedbench.fl.params import FlatParameters, get_flat, set_flat
 from fedbench.fl.phases import ClientChunk, RoundSummary, ServerResult, WireResult
 from fedbench.fl.pipeline import Pipeline
 from fedbench.fl.sampling import ClientSampler
-from fedbench.fl.stages import LocalResult
 from fedbench.fl.threat import PrivateLog
 from fedbench.fl.timing import Stopwatch
 from fedbench.fl.transcript import RoundRecord, Transcript
 from fedbench.seeding import Streams
+
+#: What an engine yields for the client phase: clients, their updates ([W, d]), losses and
+#: examples used.
+_Trained = tuple[list[int], torch.Tensor, list[float], list[torch.Tensor]]
 
 #: Repetitions of the plaintext-sum baseline (its fastest is kept).
 PLAINTEXT_REPEATS = 5
@@ -268,19 +271,17 @@ class Simulation:
         trained = self._looped(sent, ctx) if self._vectorized is None else self._stacked(
             self._vectorized, sent, ctx
         )
-        for clients, results, updates in trained:
+        for clients, updates, losses, used_ids in trained:
             chunk = ClientChunk(clients, _weighted(updates, [ctx.weights[c] for c in clients]),
-                                [r.loss for r in results], [r.used_ids for r in results])
+                                losses, used_ids)
             if self.pipeline.client_stages:
                 yield from self._staged(chunk, ctx)
             else:
                 yield chunk
 
-    def _looped(
-        self, sent: Broadcast, ctx: RoundContext
-    ) -> Iterator[tuple[list[int], list[LocalResult], torch.Tensor]]:
+    def _looped(self, sent: Broadcast, ctx: RoundContext) -> Iterator[_Trained]:
         """The loop engine: each client trains the worker model with the local_training stage;
-        yields it alone, its result and its update Δ = local − received (as a row)."""
+        yields it alone, with its update Δ = local − received (as a row)."""
         for cid in ctx.sampled:
             received = sent.models[cid]
             self._worker_flat.load(received)
@@ -288,17 +289,18 @@ class Simulation:
                 local = self.pipeline.local_training.train(
                     self.worker, self.data.clients[cid], self.fl.recipe, client_id=cid, ctx=ctx
                 )
-            yield [cid], [local], (local.params.to(received.device) - received).unsqueeze(0)
+            update = local.params.to(received.device) - received
+            yield [cid], update.unsqueeze(0), [local.loss], [local.used_ids]
 
     def _stacked(
         self, engine: VectorizedClients, sent: Broadcast, ctx: RoundContext
-    ) -> Iterator[tuple[list[int], list[LocalResult], torch.Tensor]]:
+    ) -> Iterator[_Trained]:
         """The vectorized engine: the clients train in chunks of stacked copies; yields each
-        chunk, its results and its updates ([W, d], one subtraction)."""
+        chunk with its updates ([W, d])."""
         for chunk in engine.chunks(ctx.sampled):
             with self.watch.measure("client_training"):
-                results, updates = engine.train(chunk, sent.models, ctx)
-            yield chunk, results, updates
+                trained = engine.train(chunk, sent.models, ctx)
+            yield chunk, trained.updates, trained.losses, trained.used_ids
 
     def _staged(self, chunk: ClientChunk, ctx: RoundContext) -> Iterator[ClientChunk]:
         """The client stages on each update of ``chunk`` (a stage transforms one client's
@@ -360,7 +362,7 @@ class Simulation:
                 except BadClientUpdate as err:
                     self._reject(err, inbox)
                     continue
-                inbox.delivered([cid], [chunk.used_ids[i]], vector[None], self.cost_baseline)
+                inbox.delivered(cid, chunk.used_ids[i], vector, self.cost_baseline)
         return messages
 
     def _encode_chunks(self, chunks: Iterator[ClientChunk], inbox: _Inbox) -> ChunkMessages:
@@ -383,7 +385,7 @@ class Simulation:
             tick = time.perf_counter()
             encoded.append(channel.encode_chunk(clients, vectors))
             self.watch.add("channel_encode", time.perf_counter() - tick)
-            inbox.delivered(clients, used, vectors, self.cost_baseline)
+            inbox.delivered_chunk(clients, used, vectors, self.cost_baseline)
         return ChunkMessages(encoded)
 
     def _arrived(self, chunk: ClientChunk, inbox: _Inbox) -> np.ndarray:
@@ -512,9 +514,16 @@ class _Inbox:
     own: dict[int, np.ndarray] = field(default_factory=dict)
     plain: dict[int, EncodedUpdate] = field(default_factory=dict)
 
-    def delivered(self, clients: list[int], used_ids: list[torch.Tensor], vectors: np.ndarray,
+    def delivered(self, client: int, used_ids: torch.Tensor, vector: np.ndarray,
                   cost_baseline: bool) -> None:
-        """Record updates that passed the checks (``vectors``: one row each)."""
+        """Record an update that passed the checks."""
+        self.used_ids[client] = used_ids
+        if cost_baseline:
+            self.plain[client] = EncodedUpdate(client, vector, vector.nbytes)
+
+    def delivered_chunk(self, clients: list[int], used_ids: list[torch.Tensor],
+                        vectors: np.ndarray, cost_baseline: bool) -> None:
+        """Record a chunk's updates that passed the checks (``vectors``: one row each)."""
         self.used_ids.update(zip(clients, used_ids, strict=True))
         if cost_baseline:
             self.plain.update((c, EncodedUpdate(c, v, v.nbytes))
