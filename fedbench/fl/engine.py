@@ -44,7 +44,8 @@ class ChunkResult:
     Attributes:
         params: Each client's trained parameters, stacked.
         losses: Each client's mean loss over its steps (NaN: no step saw an example).
-        used: Per client, the positions (into its own examples) its batches touched.
+        used: Per client, the sorted positions (into its own examples) its batches
+            touched, each once.
     """
 
     params: StackedParams
@@ -202,7 +203,7 @@ class VectorizedClients:
                                              clients=clients, ctx=ctx)
         else:
             chunk = self._sgd(shards, start, clients, ctx)
-        used_ids = [shard.ids[used] for shard, used in zip(shards, chunk.used, strict=True)]
+        used_ids = [_used_ids(shard, used) for shard, used in zip(shards, chunk.used, strict=True)]
         # In place: the trained copies are not needed once their updates are taken, and a
         # chunk-sized allocation costs its page faults.
         return TrainedChunk(self._flatten(chunk.params).sub_(sent), chunk.losses, used_ids)
@@ -232,6 +233,13 @@ class VectorizedClients:
 
     def _flatten(self, params: StackedParams) -> torch.Tensor:
         return torch.cat([params[n].reshape(params[n].shape[0], -1) for n in self.names], dim=1)
+
+
+def _used_ids(shard: TensorData, used: torch.Tensor) -> torch.Tensor:
+    """The global ids at sorted, distinct positions ``used`` of the shard: its own ids when
+    they are all of them (whole epochs: read-only ground truth, which a copy per client made
+    a thousand-client round microseconds a client slower)."""
+    return shard.ids if len(used) == len(shard) else shard.ids[used]
 
 
 def _stack_received(models: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
