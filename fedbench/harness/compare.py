@@ -7,19 +7,22 @@ depend on the machine); ratios measured within one run are.
 
 Noise decides before tolerances do: where the baseline value has a 95% interval (over examples,
 seeds or rounds), a change that stays inside it is "within noise" and one outside it counts,
-whatever the fixed tolerance. A timed ratio (CPU time of a channel over that of a plaintext
-sum, both in this process) must leave both its interval and its tolerance: the rounds of one
-run do not show how much another machine's caches and clock move it. A timed ratio without an
+whatever the fixed tolerance. A timed ratio (CPU time of a channel over that of a plaintext sum,
+both in this process) must leave both its interval and its tolerance, and where the new run has
+an interval too, the two intervals must not overlap: the rounds of one run do not show how much
+another run's caches and clock move it. Two concurrent passes of the quick suite (identical
+code, load 0.72 per CPU on both) read a distributed-DP ratio 163 → 398, its median over rounds
+flipping between two modes, with intervals [136, 385] and [147, 440]. A timed ratio without an
 interval (one round, one timing) is not judged at all ("not comparable"): identical code moved
 such ratios by up to 2.1× between two runs on the same 2-core machine, in both directions, so
-one timing cannot tell a change from noise; the benchmarks in ``benchmarks/`` time each
-channel repeatedly and hold its speed targets. Nor are timed ratios of two cells whose
-machine load (the 1-minute load average per CPU their records hold) differs by more than
-``LOAD_GAP``: a pass of the quick suite beside the test suite read a distributed-DP ratio 2.4×
-higher than the same code on a quieter machine, though both sides of the ratio are CPU time
-(the other process takes caches and memory bandwidth, not only the clock). pytest-benchmark JSON
-files are compared on the ``extra_info`` entries each benchmark declares in
-``extra_info["compare"]`` (``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
+one timing cannot tell a change from noise; the benchmarks in ``benchmarks/`` time each channel
+repeatedly and hold its speed targets. Nor are timed ratios of two cells whose machine load (the
+1-minute load average per CPU their records hold) differs by more than ``LOAD_GAP``: a pass of
+the quick suite beside the test suite read a distributed-DP ratio 2.4× higher than the same code
+on a quieter machine, though both sides of the ratio are CPU time (the other process takes
+caches and memory bandwidth, not only the clock). pytest-benchmark JSON files are compared on
+the ``extra_info`` entries each benchmark declares in ``extra_info["compare"]``
+(``{"ratio_to_plaintext": "lower", "speedup": "higher"}``).
 """
 
 from __future__ import annotations
@@ -99,9 +102,11 @@ def judge(
     tolerance: Tolerance,
     *,
     noise: Interval | None = None,
+    new_noise: Interval | None = None,
     timing: bool = False,
 ) -> tuple[str, float]:
-    """Verdict and allowed change for one metric; ``noise`` is the baseline's 95% interval."""
+    """Verdict and allowed change for one metric; ``noise`` is the baseline's 95% interval,
+    ``new_noise`` the candidate's (used for timed ratios only)."""
     if old is None or new is None:
         return ("unchanged" if old is None and new is None else "not comparable"), 0.0
     allowed = max(tolerance.abs, tolerance.rel * abs(old))
@@ -112,7 +117,7 @@ def judge(
     worse_by = (old - new) if higher_is_better else (new - old)
     beyond_tolerance = abs(worse_by) > allowed
     if noise is not None:
-        if noise.contains(new):
+        if noise.contains(new) or (timing and new_noise is not None and noise.overlaps(new_noise)):
             return "within noise", allowed
         if timing and not beyond_tolerance:
             return "within tolerance", allowed
@@ -159,7 +164,8 @@ def compare_records(old: RecordSet, new: RecordSet, tolerances: Tolerances) -> C
             continue
         tolerance = tolerances.for_metric(metric, before.kind)
         verdict, allowed = judge(before.value, after.value, before.higher_is_better, tolerance,
-                                 noise=before.interval, timing=before.timing)
+                                 noise=before.interval, new_noise=after.interval,
+                                 timing=before.timing)
         gap = _load_gap(old.cells[key[0]].host if key[0] in old.cells else {},
                         new.cells[key[0]].host)
         if before.timing and gap is not None and gap > LOAD_GAP and verdict != "unchanged":

@@ -97,6 +97,21 @@ def test_a_timing_without_an_interval_is_not_judged() -> None:
     assert judge(212.0, 354.0, False, tolerance, noise=rounds, timing=True)[0] == "regression"
 
 
+def test_a_timing_whose_intervals_overlap_is_within_noise() -> None:
+    """Measured: identical code at one load read 163 [136, 385] and 398 [147, 440]."""
+    tolerance = Tolerance(rel=0.5, abs=5.0)
+    before, after = Interval(136.0, 385.0, "rounds"), Interval(147.0, 440.0, "rounds")
+    assert judge(163.0, 398.0, False, tolerance, noise=before, new_noise=after,
+                 timing=True)[0] == "within noise"
+    # Disjoint intervals still fail, and privacy metrics ignore the candidate's interval.
+    slower = Interval(390.0, 440.0, "rounds")
+    assert judge(163.0, 398.0, False, tolerance, noise=before, new_noise=slower,
+                 timing=True)[0] == "regression"
+    auc_before, auc_after = Interval(0.50, 0.56, "bootstrap"), Interval(0.55, 0.70, "bootstrap")
+    assert judge(0.53, 0.62, False, Tolerance(rel=0.0, abs=0.02), noise=auc_before,
+                 new_noise=auc_after)[0] == "regression"
+
+
 def _with_load(rows: list[Row], load: float) -> list[Row]:
     """The rows with every cell record's host load per CPU set to ``load``."""
     return [r.model_copy(update={"host": {**r.host, "load_per_cpu": load}})
