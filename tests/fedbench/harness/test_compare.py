@@ -13,7 +13,7 @@ from fedbench.config import Tolerance, Tolerances
 from fedbench.fl.views import ViewKind
 from fedbench.harness.compare import compare_benchmarks, compare_records, judge
 from fedbench.harness.records import RecordSet, Row, append_records
-from fedbench.harness.schema import CellRecord
+from fedbench.harness.schema import CellRecord, MetricRecord
 from fedbench.metrics.intervals import Interval
 
 CELLS = {"plain": make_cell("none"), "secagg": make_cell("secagg")}
@@ -308,3 +308,18 @@ def test_every_cell_record_says_how_busy_the_machine_was() -> None:
     (cell,) = [r for r in _run(cells=("plain",)) if isinstance(r, CellRecord)]
     load = cell.host["load_per_cpu"]
     assert isinstance(load, float) and load >= 0
+
+
+def test_compare_records_judges_a_timing_by_both_runs_intervals() -> None:
+    """compare_records hands judge the candidate's interval: a doubled ratio whose rounds
+    overlap the baseline's is within noise, the same ratio with tight rounds a regression."""
+    wide = Interval(30.0, 90.0, "rounds")
+
+    def widened(rows: list[Row]) -> list[Row]:
+        return [r.model_copy(update={"interval": wide})
+                if isinstance(r, MetricRecord) and r.metric == "aggregation_time_ratio" else r
+                for r in rows]
+
+    doubled = _run({("plain", "aggregation_time_ratio"): 80.0})
+    assert compare_records(_records(_run()), _records(doubled), Tolerances()).failed
+    assert not compare_records(_records(_run()), _records(widened(doubled)), Tolerances()).failed
