@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 import tenseal as ts
-from aggregation_support import SMOKE, Case, best_seconds, client_update, plaintext_vectors
+from aggregation_support import (
+    SMOKE,
+    Case,
+    best_seconds,
+    client_update,
+    plaintext_vectors,
+    replayed_masked_input,
+)
 from phe import paillier as phe_paillier
 
 from fedbench.defenses.he import packing
@@ -153,7 +160,9 @@ def secagg_case(mode: str, clients: int, dim: int, dropout: float, bits: int = 3
     rng = np.random.default_rng(dim)
     update = client_update(dim, dim)
     encoded = quantizer.encode(update, rng)
-    sent = {c: rnd.clients[c].masked_input(encoded, rnd.masks) for c in sorted(survivors)}
+    sent = {
+        c: replayed_masked_input(rnd.clients[c], encoded, rnd.masks) for c in sorted(survivors)
+    }
     server = rnd.server
     total = server.sum_masked(sent)
     add, subtract = server.mask_seeds(survivors, responses)
@@ -167,7 +176,7 @@ def secagg_case(mode: str, clients: int, dim: int, dropout: float, bits: int = 3
     key_bytes = float(np.mean([rnd.upload[c] for c in survivors]))
     return Case(
         phases={
-            ENCODE: lambda: client.masked_input(encoded, masks),
+            ENCODE: lambda: replayed_masked_input(client, encoded, masks),
             AGGREGATE: lambda: server.sum_masked(sent),
             SERVER_DECODE: lambda: server.unmask(total, survivors, responses, rnd.masks),
         },

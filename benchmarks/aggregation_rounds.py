@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aggregation_support import SMOKE, Baselines, best_seconds
+from aggregation_support import SMOKE, Baselines, best_seconds, replayed_masked_input
 
 from fedbench.defenses.secagg.graph import Graph, choose_degree, full_threshold
 from fedbench.defenses.secagg.prg import MaskGenerator
@@ -120,7 +120,10 @@ def fixture(mode: str, clients: int, dim: int) -> Fixture:
             )
         rnd = _ROUNDS[(mode, clients)]
         values = np.random.default_rng(dim).integers(0, QUANT_LEVELS, dim).astype(RING.dtype)
-        sent = {c: client.masked_input(values, rnd.masks) for c, client in rnd.clients.items()}
+        sent = {
+            c: replayed_masked_input(client, values, rnd.masks)
+            for c, client in rnd.clients.items()
+        }
         _FIXTURE[key] = Fixture(rnd, dim, values, sent)
     return _FIXTURE[key]
 

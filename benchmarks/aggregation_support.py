@@ -33,6 +33,9 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from fedbench.defenses.secagg.prg import MaskGenerator
+from fedbench.defenses.secagg.protocol import Client, MaskedInput
+
 SMOKE = os.environ.get("FEDBENCH_BENCH_SMOKE") == "1"
 # Distinct float32 vectors behind a plaintext-sum baseline: 256 × 4 MB at d = 1e6 is far beyond
 # every cache, so larger n repeat them instead of allocating n·d floats.
@@ -97,6 +100,15 @@ def float32_sum(vectors: list[np.ndarray], out: np.ndarray) -> np.ndarray:
 def client_update(dim: int, seed: int) -> np.ndarray:
     """A client update: float32, well inside every channel's clip range."""
     return np.random.default_rng(seed).uniform(-0.5, 0.5, dim).astype(np.float32)
+
+
+def replayed_masked_input(client: Client, values: np.ndarray, masks: MaskGenerator) -> MaskedInput:
+    """``client``'s masked input, again: a benchmark replays one round's masking (several
+    dimensions, repeated timings), which a client refuses (one input a round), so its flag is
+    reset. Safe here only because the replayed inputs never reach anyone who could subtract
+    them."""
+    client._masked = False
+    return client.masked_input(values, masks)
 
 
 def plaintext_vectors(clients: int, dim: int) -> list[np.ndarray]:

@@ -335,6 +335,7 @@ class Client:
         self._box_secrets: dict[int, bytes] = {}  # X25519 of the c keys, one per neighbour
         self._inbox = ShareInbox(_ids(()), np.zeros((0, CIPHERTEXT_BYTES), dtype=np.uint8))
         self._answered = False
+        self._masked = False
 
     def advertise_keys(self) -> KeyAdvertisement:
         """Round 0 (signed when the round runs checks)."""
@@ -456,7 +457,17 @@ class Client:
 
     def masked_input(self, values: np.ndarray, masks: MaskGenerator) -> MaskedInput:
         """Round 2: y_u = x_u + PRG(b_u) ± PRG(s_uv) over the neighbours that dealt shares,
-        packed to b bits a value and tagged for the server."""
+        packed to b bits a value and tagged for the server; once a round.
+
+        Raises:
+            ProtocolViolation: A second input this round. Under the same masks the difference
+                of the two would be in the clear, and the input key would tag two messages.
+        """
+        if self._masked:
+            raise ProtocolViolation(
+                f"{self._where}: a client masks one input a round; a second one under the same "
+                "masks would reveal the difference of the two to the server"
+            )
         ring = self.setup.ring
         ring.check(values, self.id, values.shape[0] if values.ndim == 1 else -1)
         masked = np.array(values, dtype=ring.dtype, copy=True)
@@ -465,6 +476,7 @@ class Client:
         subtract = [self._pair_seeds[v] for v in dealers if self.id > v]
         masks.apply(masked, add=add, subtract=subtract)
         payload = ring.pack(masked)
+        self._masked = True
         return MaskedInput(self.id, payload, masked.size, keys.tag(self._input_key, _wire(payload)))
 
     # -- consistency check --------------------------------------------------------------------

@@ -384,6 +384,22 @@ def test_a_masked_vector_is_uniform_and_the_plain_one_is_not() -> None:
     assert chisquare(_byte_histogram(plain)).pvalue < 1e-6  # the test can tell
 
 
+def test_a_client_masks_one_input_a_round() -> None:
+    ring = Ring(32)
+    clients = list(range(3))
+    rnd = SecAggRound(clients, ring=ring, graph=Graph.full(clients), threshold=2)
+    first = rnd.masked_input(0, np.zeros(4, dtype=np.uint32))
+    assert first is not None
+    with pytest.raises(ProtocolViolation, match=r"round 0: client 0: .*one input a round"):
+        rnd.clients[0].masked_input(np.full(4, 9, dtype=np.uint32), rnd.masks)
+    # Why: the two would share every mask, so their difference is the difference of inputs.
+    client = rnd.clients[0]
+    client._masked = False
+    second = client.masked_input(np.full(4, 9, dtype=np.uint32), rnd.masks)
+    difference = ring.unpack(second.payload, 4) - ring.unpack(first.payload, 4)
+    assert difference.tolist() == [9, 9, 9, 9]
+
+
 def test_masked_values_are_uniform_in_a_small_ring() -> None:
     ring = Ring(12)
     clients = list(range(3))
