@@ -122,6 +122,10 @@ class Graph:
     def _neighbourhoods(self) -> dict[int, frozenset[int]]:
         return {}
 
+    @cached_property
+    def _sorted_neighbourhoods(self) -> dict[int, tuple[int, ...]]:
+        return {}
+
     def neighbours(self, client: int) -> frozenset[int]:
         """The neighbours of ``client`` (never the client itself); computed once per client
         (the graph is immutable, and so are the sets it hands out)."""
@@ -140,6 +144,14 @@ class Graph:
             )
         self._neighbourhoods[client] = found
         return found
+
+    def sorted_neighbours(self, client: int) -> tuple[int, ...]:
+        """:meth:`neighbours` in ascending order, sorted once per client (the server builds a
+        roster per client and round in this order)."""
+        known = self._sorted_neighbourhoods.get(client)
+        if known is None:
+            known = self._sorted_neighbourhoods[client] = tuple(sorted(self.neighbours(client)))
+        return known
 
 
 def majority(holders: int) -> int:

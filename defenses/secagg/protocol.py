@@ -741,7 +741,7 @@ class Server:
 
     def route_keys(
         self, adverts: Mapping[int, KeyAdvertisement]
-    ) -> dict[int, dict[int, KeyAdvertisement]]:
+    ) -> dict[int, Mapping[int, KeyAdvertisement]]:
         """Round 0 → 1: each client gets the keys of its neighbours that advertised (U1); the
         server agrees each client's input-authentication key with its c key."""
         graph = self.setup.graph
@@ -754,15 +754,17 @@ class Server:
             )
             for u, advert in self.keys.items()
         }
-        rosters: dict[int, dict[int, KeyAdvertisement]] = {}
+        rosters: dict[int, Mapping[int, KeyAdvertisement]] = {}
+        table = self.keys
         for u in adverts:
-            if graph.is_full and u in self.keys:
+            if graph.is_full and u in table:
                 # Every other advertiser is a neighbour: a copy of the (sorted) table less u.
-                roster = dict(self.keys)
+                roster = dict(table)
                 del roster[u]
             else:
-                roster = {v: self.keys[v] for v in sorted(graph.neighbours(u)) if v in self.keys}
-            rosters[u] = dict(self.policy.forward_keys(self, u, roster))
+                roster = {v: table[v] for v in graph.sorted_neighbours(u) if v in table}
+            # Each roster is built fresh for its client, so what the policy returns is not copied.
+            rosters[u] = self.policy.forward_keys(self, u, roster)
         return rosters
 
     def mask_public(self, client: int) -> keys.X25519PublicKey:
