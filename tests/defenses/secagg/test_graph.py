@@ -64,6 +64,13 @@ def test_graph_is_determined_by_its_seed() -> None:
     assert a.commitment == b.commitment != c.commitment
 
 
+def test_sorted_neighbours_are_the_neighbours_in_ascending_order() -> None:
+    for graph in (Graph.harary(range(0, 80, 2), degree=6, seed=bytes(32)), Graph.full([4, 1, 9])):
+        for v in graph.clients:
+            assert graph.sorted_neighbours(v) == tuple(sorted(graph.neighbours(v)))
+            assert graph.sorted_neighbours(v) is graph.sorted_neighbours(v)  # sorted once
+
+
 def test_from_plan_and_full_graph() -> None:
     assert Graph.from_plan(range(5), Plan(None, 3), seed=bytes(32)).is_full
     full = Graph.full([4, 1, 9])
