@@ -798,7 +798,8 @@ class Server:
         dealing[np.searchsorted(members, dealers)] = True
         keep = np.flatnonzero((members[position] == recipients) & dealing[position])
         order = keep[np.argsort(position[keep].astype(np.uint16), kind="stable")]
-        senders, recipients, rows = senders[order], recipients[order], rows[order]
+        # np.take copies whole rows (~3x faster here than fancy indexing of a 2-D array).
+        senders, recipients, rows = senders[order], recipients[order], rows.take(order, axis=0)
         bounds = np.searchsorted(recipients, dealers, side="left").tolist()
         ends = np.searchsorted(recipients, dealers, side="right").tolist()
         return {
@@ -986,7 +987,7 @@ class Server:
                 f"{self._where}: client {int(held[repeated[0]])} sent two shares of the "
                 f"{kind} of client {int(owned[repeated[0]])}"
             )
-        return _Holdings(owned, held, xs, np.concatenate(rows)[order])
+        return _Holdings(owned, held, xs, np.concatenate(rows).take(order, axis=0))
 
     def _commitment(self, kind: str, owner: int) -> bytes:
         dealt = self.dealt[owner]
