@@ -362,7 +362,8 @@ class Simulation:
                 except BadClientUpdate as err:
                     self._reject(err, inbox)
                     continue
-                inbox.delivered(cid, chunk.used_ids[i], vector, self.cost_baseline)
+                inbox.delivered([cid], chunk.used_ids[i : i + 1], vectors[i : i + 1],
+                                self.cost_baseline)
         return messages
 
     def _encode_chunks(self, chunks: Iterator[ClientChunk], inbox: _Inbox) -> ChunkMessages:
@@ -385,7 +386,7 @@ class Simulation:
             tick = time.perf_counter()
             encoded.append(channel.encode_chunk(clients, vectors))
             self.watch.add("channel_encode", time.perf_counter() - tick)
-            inbox.delivered_chunk(clients, used, vectors, self.cost_baseline)
+            inbox.delivered(clients, used, vectors, self.cost_baseline)
         return ChunkMessages(encoded)
 
     def _arrived(self, chunk: ClientChunk, inbox: _Inbox) -> np.ndarray:
@@ -514,16 +515,9 @@ class _Inbox:
     own: dict[int, np.ndarray] = field(default_factory=dict)
     plain: dict[int, EncodedUpdate] = field(default_factory=dict)
 
-    def delivered(self, client: int, used_ids: torch.Tensor, vector: np.ndarray,
-                  cost_baseline: bool) -> None:
-        """Record an update that passed the checks."""
-        self.used_ids[client] = used_ids
-        if cost_baseline:
-            self.plain[client] = EncodedUpdate(client, vector, vector.nbytes)
-
-    def delivered_chunk(self, clients: list[int], used_ids: list[torch.Tensor],
-                        vectors: np.ndarray, cost_baseline: bool) -> None:
-        """Record a chunk's updates that passed the checks (``vectors``: one row each)."""
+    def delivered(self, clients: list[int], used_ids: list[torch.Tensor],
+                  vectors: np.ndarray, cost_baseline: bool) -> None:
+        """Record updates that passed the checks (``vectors``: one row each)."""
         self.used_ids.update(zip(clients, used_ids, strict=True))
         if cost_baseline:
             self.plain.update((c, EncodedUpdate(c, v, v.nbytes))
