@@ -264,10 +264,41 @@ class RoundSetup:
     def _members(self) -> np.ndarray:
         return np.asarray(self.graph.clients, dtype=np.int64)
 
-    def x(self, clients: np.ndarray | Collection[int]) -> np.ndarray:
-        """The public Shamir x-coordinate of each client: its position in the round + 1."""
+    @cached_property
+    def _position_table(self) -> tuple[int, np.ndarray] | None:
+        """(smallest id, id − smallest id → position or −1) when the ids are compact (at most
+        four table entries per member, plus 1,024), else None."""
+        members = self._members
+        if not members.size:
+            return None
+        low = int(members[0])
+        span = int(members[-1]) - low + 1
+        if span > 4 * members.size + 1024:
+            return None
+        table = np.full(span, -1, dtype=np.int64)
+        table[members - low] = np.arange(members.size)
+        return low, table
+
+    def positions(self, clients: np.ndarray | Collection[int]) -> np.ndarray:
+        """Each client's position in the round (its index among the sorted members), −1 for
+        an id that is not a member. Compact ids are looked up in a table (one gather; a
+        binary search per id costs twice that for the O(n²) shares of the complete graph)."""
         ids = np.asarray(clients, dtype=np.int64).reshape(-1)
-        return np.searchsorted(self._members, ids).astype(np.int64) + 1
+        found = self._position_table
+        if found is not None and ids.size:
+            low, table = found
+            if int(ids.min()) >= low and int(ids.max()) - low < table.size:
+                return table[ids - low]
+        members = self._members
+        if not members.size:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        position = np.searchsorted(members, ids).clip(max=members.size - 1)
+        return np.where(members[position] == ids, position, -1)
+
+    def x(self, clients: np.ndarray | Collection[int]) -> np.ndarray:
+        """The public Shamir x-coordinate of each client: its position in the round + 1 (0
+        for an id that is not a member, which no share may have)."""
+        return self.positions(clients) + 1
 
 
 def _label(setup: RoundSetup, kind: str, owner: int) -> bytes:
@@ -332,7 +363,7 @@ class Client:
         )
         self._roster: dict[int, KeyAdvertisement] = {}
         self._pair_seeds: dict[int, bytes] = {}
-        self._box_secrets: dict[int, bytes] = {}  # X25519 of the c keys, one per neighbour
+        self._open_keys: dict[int, bytes] = {}  # the key of each neighbour's sealed shares
         self._inbox = ShareInbox(_ids(()), np.zeros((0, CIPHERTEXT_BYTES), dtype=np.uint8))
         self._answered = False
         self._masked = False
@@ -419,8 +450,9 @@ class Client:
         sealed = np.empty((len(recipients), CIPHERTEXT_BYTES), dtype=np.uint8)
         for row, v in enumerate(recipients.tolist()):
             secret = keys.shared_secret(self._cipher_key, roster[v].cipher_public)
-            self._box_secrets[v] = secret
-            box = keys.share_key(secret, round_index=setup.round_index, sender=self.id, recipient=v)
+            box, self._open_keys[v] = keys.share_keys(
+                secret, round_index=setup.round_index, a=self.id, b=v
+            )
             sealed[row] = np.frombuffer(
                 keys.seal(box, shares[row].tobytes(), share_associated_data(setup, self.id, v)),
                 dtype=np.uint8,
@@ -578,12 +610,9 @@ class Client:
 
     def _open(self, v: int, ciphertext: np.ndarray) -> np.ndarray:
         setup = self.setup
-        box = keys.share_key(
-            self._box_secrets[v], round_index=setup.round_index, sender=v, recipient=self.id
-        )
         try:
             plaintext = keys.open_sealed(
-                box, ciphertext.tobytes(), share_associated_data(setup, v, self.id)
+                self._open_keys[v], ciphertext.tobytes(), share_associated_data(setup, v, self.id)
             )
         except ValueError as err:
             raise AggregationError(
@@ -633,17 +662,11 @@ class _Holdings:
     xs: np.ndarray
     shares: np.ndarray
 
-    def spans(self) -> dict[int, tuple[int, int]]:
-        """Owner → (first row, number of rows) (the rows are sorted by owner)."""
-        if not self.owners.size:
-            return {}
-        starts = np.flatnonzero(np.diff(self.owners, prepend=self.owners[0] - 1))
-        counts = np.diff(starts, append=self.owners.size)
-        return {
-            int(o): (int(s), int(c))
-            for o, s, c in zip(self.owners[starts].tolist(), starts.tolist(), counts.tolist(),
-                               strict=True)
-        }
+    def spans(self, owners: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(first row, number of rows) of each of ``owners`` (the rows are sorted by owner)."""
+        wanted = _ids(owners)
+        starts = np.searchsorted(self.owners, wanted, side="left")
+        return starts, np.searchsorted(self.owners, wanted, side="right") - starts
 
 
 class ServerPolicy:
@@ -782,8 +805,14 @@ class Server:
             count = len(message.recipients)
             if message.sender != u or message.ciphertexts.shape != (count, CIPHERTEXT_BYTES):
                 raise ProtocolViolation(f"{self._where}: malformed ShareKeys message of client {u}")
-        self.dealt = dict(dealt)
         dealers = _ids(sorted(dealt))
+        dealer_positions = self.setup.positions(dealers)
+        if (dealer_positions < 0).any():
+            stranger = int(dealers[np.argmin(dealer_positions)])
+            raise ProtocolViolation(
+                f"{self._where}: ShareKeys message of client {stranger}, which is not in the round"
+            )
+        self.dealt = dict(dealt)
         messages = [dealt[u] for u in dealers.tolist()]
         senders = np.repeat(dealers, [len(m.recipients) for m in messages])
         recipients = np.concatenate([_ids(()), *(m.recipients for m in messages)])
@@ -792,11 +821,10 @@ class Server:
         )
         # Keep the rows addressed to dealers; then a stable sort by recipient (positions fit 16
         # bits: a radix sort) orders them by (recipient, sender), the senders being ascending.
-        members = self.setup._members
-        position = np.searchsorted(members, recipients).clip(max=members.size - 1)
-        dealing = np.zeros(members.size, dtype=bool)
-        dealing[np.searchsorted(members, dealers)] = True
-        keep = np.flatnonzero((members[position] == recipients) & dealing[position])
+        dealing = np.zeros(len(self.setup.graph.clients) + 1, dtype=bool)  # [-1]: a stranger
+        dealing[dealer_positions] = True
+        position = self.setup.positions(recipients)
+        keep = np.flatnonzero(dealing[position])
         order = keep[np.argsort(position[keep].astype(np.uint16), kind="stable")]
         # np.take copies whole rows (~3x faster here than fancy indexing of a 2-D array).
         senders, recipients, rows = senders[order], recipients[order], rows.take(order, axis=0)
@@ -978,8 +1006,16 @@ class Server:
         owned = np.concatenate(owners).astype(np.int64, copy=False)
         held = np.repeat(_ids(senders), counts)
         held_xs = np.repeat(self.setup.x(senders), counts)
-        # Positions fit 16 bits (MAX_CLIENTS), for which numpy's stable sort is a radix sort.
-        order = np.argsort((self.setup.x(owned) - 1).astype(np.uint16), kind="stable")
+        position = self.setup.positions(owned)
+        strangers = np.flatnonzero(position < 0)
+        if strangers.size:
+            raise ProtocolViolation(
+                f"{self._where}: client {int(held[strangers[0]])} sent a share of the {kind} "
+                f"of client {int(owned[strangers[0]])}, which is not in the round"
+            )
+        # Positions fit 16 bits (MAX_CLIENTS), for which numpy's stable sort is a radix sort;
+        # sorted by position, the owners are sorted by id (the members are).
+        order = np.argsort(position.astype(np.uint16), kind="stable")
         owned, held, xs = owned[order], held[order], held_xs[order]
         repeated = np.flatnonzero((owned[1:] == owned[:-1]) & (held[1:] == held[:-1]))
         if repeated.size:
@@ -998,23 +1034,22 @@ class Server:
         (one set of Lagrange coefficients per set of holders), then each failed commitment
         retried with the spare shares."""
         threshold = self.setup.threshold
-        spans = held.spans()
-        for owner in owners:
-            count = spans.get(owner, (0, 0))[1]
-            if count < threshold:
-                raise AggregationError(
-                    f"{self._where}: only {count} neighbours of client {owner} answered the "
-                    f"unmasking request, fewer than the threshold {threshold}; the round "
-                    "aborts and nothing is returned"
-                )
+        starts, counts = held.spans(owners)
+        short = np.flatnonzero(counts < threshold)
+        if short.size:
+            raise AggregationError(
+                f"{self._where}: only {int(counts[short[0]])} neighbours of client "
+                f"{owners[short[0]]} answered the unmasking request, fewer than the threshold "
+                f"{threshold}; the round aborts and nothing is returned"
+            )
         if not owners:
             return {}
-        rows = np.array([spans[o][0] for o in owners])[:, None] + np.arange(threshold)
+        rows = starts[:, None] + np.arange(threshold)
         secrets = shamir.reconstruct(held.xs[rows], held.shares[rows])
         out: dict[int, bytes] = {}
-        for owner, secret in zip(owners, secrets, strict=True):
+        for owner, secret, start, count in zip(owners, secrets, starts.tolist(),
+                                               counts.tolist(), strict=True):
             if secret is None or not self._matches(kind, owner, secret):
-                start, count = spans[owner]
                 secret = self._recover(kind, owner, held, slice(start, start + count))
             out[owner] = secret
         return out
@@ -1059,7 +1094,11 @@ class Server:
         self_seeds = self._reconstruct(
             "self-mask seed", sorted(alive), self._gather(responses, "self-mask seed")
         )
-        key_seeds = self._reconstruct("key seed", dropped, self._gather(responses, "key seed"))
+        # Without a dropout no key seed is needed, and the key shares are not read at all.
+        key_seeds = (
+            self._reconstruct("key seed", dropped, self._gather(responses, "key seed"))
+            if dropped else {}
+        )
         return self_seeds, key_seeds
 
     def mask_seeds(

@@ -14,6 +14,7 @@ from fedbench.defenses.secagg.graph import Graph
 from fedbench.defenses.secagg.protocol import (
     MaskedInput,
     ProtocolViolation,
+    RoundSetup,
     SecAggRound,
     Stage,
     SumResult,
@@ -284,6 +285,57 @@ def test_tampered_share_with_spares_is_reconstructed_around_and_its_holder_named
     unmasked = rnd.server.unmask(total, survivors, tampered, rnd.masks)
     assert unmasked.tolist() == [21] * 8
     assert rnd.server.altered == {2: [0, 5]}
+
+
+def _with_self_mask_shares(response, owners: list[int], rows: np.ndarray):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(response, self_mask_owners=np.array(owners, dtype=np.int64),
+                               self_mask_shares=rows)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # A share of someone outside the round would otherwise sort among a member's shares.
+        (lambda r: _with_self_mask_shares(r, [*r.self_mask_owners[:-1].tolist(), 99],
+                                          r.self_mask_shares),
+         r"client 2 sent a share of the self-mask seed of client 99, which is not in the round"),
+        (lambda r: _with_self_mask_shares(r, [*r.self_mask_owners[:-1].tolist(),
+                                              int(r.self_mask_owners[0])], r.self_mask_shares),
+         r"client 2 sent two shares of the self-mask seed of client 0"),
+        (lambda r: _with_self_mask_shares(r, r.self_mask_owners.tolist(),
+                                          r.self_mask_shares[:, :-1]),
+         r"the unmasking response of client 2 is malformed"),
+    ],
+)
+def test_a_malformed_unmasking_response_names_its_sender(change, message: str) -> None:  # type: ignore[no-untyped-def]
+    rnd, _, survivors, total = _round_until_unmasking(threshold=3, n=6)
+    responses = rnd.unmasking_responses(survivors)
+    with pytest.raises(ProtocolViolation, match=message):
+        rnd.server.unmask(total, survivors, {**responses, 2: change(responses[2])}, rnd.masks)
+
+
+@settings(max_examples=40, deadline=None)
+@given(members=st.sets(st.integers(0, 10**9), min_size=2, max_size=40),
+       compact=st.booleans(), probes=st.lists(st.integers(-5, 10**9 + 5), max_size=30))
+def test_positions_are_each_members_index_and_minus_one_for_strangers(
+    members: set[int], compact: bool, probes: list[int]
+) -> None:
+    # Compact ids take the table path, spread ones the binary search; both must agree with a
+    # plain dictionary, strangers included (just outside the table's range too).
+    ids = sorted(range(min(members), min(members) + len(members))) if compact else sorted(members)
+    setup = RoundSetup(0, Ring(32), Graph.full(ids), threshold=1)
+    index = {c: i for i, c in enumerate(ids)}
+    asked = [*ids, *probes, ids[0] - 1, ids[-1] + 1]
+    assert setup.positions(asked).tolist() == [index.get(c, -1) for c in asked]
+    assert setup.x(ids).tolist() == [i + 1 for i in range(len(ids))]
+
+
+def test_share_keys_from_a_client_outside_the_round_is_refused() -> None:
+    rnd, _, _, _ = _round_until_unmasking(threshold=2, n=4)
+    dealt = dict(rnd.server.dealt)
+    dealt[99] = dataclasses.replace(dealt[3], sender=99)
+    with pytest.raises(ProtocolViolation, match="ShareKeys message of client 99, which is not"):
+        rnd.server.route_shares(dealt)
 
 
 def test_the_round_reports_the_holder_that_altered_shares() -> None:
