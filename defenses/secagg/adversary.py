@@ -256,8 +256,8 @@ class KeySwapServer(CoalitionServer):
 
         def box(peer: int) -> bytes:
             secret = keys.shared_secret(fake, server.keys[peer].cipher_public)
-            return keys.share_key(secret, round_index=setup.round_index, sender=sender,
-                                  recipient=recipient)
+            return keys.share_keys(secret, round_index=setup.round_index, a=sender,
+                                   b=recipient)[0]
 
         plaintext = keys.open_sealed(box(sender), rows[row].tobytes(), associated)
         rows[row] = np.frombuffer(keys.seal(box(recipient), plaintext, associated),

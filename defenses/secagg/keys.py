@@ -95,12 +95,14 @@ def mask_seed(secret: bytes, *, round_index: int, a: int, b: int) -> bytes:
     return _hkdf(secret, SEED_BYTES, info)
 
 
-def share_key(secret: bytes, *, round_index: int, sender: int, recipient: int) -> bytes:
-    """The AES-128-GCM key for the one message ``sender`` seals for ``recipient``."""
-    info = b"fedbench/secagg/share-encryption" + struct.pack(
-        ">QQQ", round_index, sender, recipient
-    )
-    return _hkdf(secret, 16, info)
+def share_keys(secret: bytes, *, round_index: int, a: int, b: int) -> tuple[bytes, bytes]:
+    """The AES-128-GCM keys of the two messages between ``a`` and ``b`` (each seals exactly
+    one): (a's to b, b's to a), both from one HKDF output, split by direction."""
+    low, high = sorted((a, b))
+    info = b"fedbench/secagg/share-encryption" + struct.pack(">QQQ", round_index, low, high)
+    both = _hkdf(secret, 32, info)
+    upward, downward = both[:16], both[16:]  # low → high, high → low
+    return (upward, downward) if a == low else (downward, upward)
 
 
 def input_key(secret: bytes, *, round_index: int, sender: int) -> bytes:

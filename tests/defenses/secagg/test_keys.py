@@ -48,16 +48,19 @@ def test_mask_seed_is_hkdf_sha256_bound_to_round_and_pair() -> None:
     assert seed != keys.mask_seed(secret, round_index=4, a=2, b=8)
 
 
-def test_share_keys_are_directional() -> None:
+def test_share_keys_are_directional_and_agree_between_the_two_ends() -> None:
     secret = bytes(32)
-    forward = keys.share_key(secret, round_index=0, sender=1, recipient=2)
-    assert forward != keys.share_key(secret, round_index=0, sender=2, recipient=1)
+    forward, backward = keys.share_keys(secret, round_index=0, a=1, b=2)
+    assert forward != backward
+    # Each end derives the same two keys, each for its own direction.
+    assert keys.share_keys(secret, round_index=0, a=2, b=1) == (backward, forward)
     info = b"fedbench/secagg/share-encryption" + struct.pack(">QQQ", 0, 1, 2)
-    assert forward == rfc5869(secret, info, 16)
+    assert forward + backward == rfc5869(secret, info, 32)
+    assert forward != keys.share_keys(secret, round_index=1, a=1, b=2)[0]
 
 
 def test_sealed_shares_resist_tampering_and_misdirection() -> None:
-    key = keys.share_key(bytes(32), round_index=0, sender=1, recipient=2)
+    key = keys.share_keys(bytes(32), round_index=0, a=1, b=2)[0]
     box = keys.seal(key, b"secret share", b"ad")
     assert len(box) == len(b"secret share") + keys.TAG_BYTES
     assert keys.open_sealed(key, box, b"ad") == b"secret share"
