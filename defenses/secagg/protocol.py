@@ -955,7 +955,7 @@ class Server:
         Raises:
             AggregationError: Fewer than t shares of it, or shares that do not reconstruct it.
         """
-        return self._reconstruct(kind, [owner], self._gather(responses, kind))[owner]
+        return self._reconstruct(kind, [owner], self._holdings(responses, kind, [owner]))[owner]
 
     def pairwise_seeds(self, owner: int, key_seed: bytes) -> dict[int, bytes]:
         """The seeds of the masks ``owner`` shares with each dealing neighbour, from its key
@@ -985,6 +985,26 @@ class Server:
         result = total.copy()
         masks.apply(result, add=add, subtract=subtract)
         return result
+
+    def _holdings(
+        self, responses: Mapping[int, UnmaskingResponse], kind: str, owners: list[int]
+    ) -> _Holdings:
+        """The shares of ``owners``' secrets of one kind that reconstruction reads: each
+        owner's first t + 1 holders by x (t for the secret, one spare to name a bad holder).
+
+        The holders of the first t + 2 responses (by x) are an initial segment, so when they
+        hold t + 1 shares of every owner those are each owner's first t + 1 and the other
+        responses are not read. In the complete graph they always do (every responder holds a
+        share of every other dealer), which halves the O(n²) shares handled at n = 500;
+        elsewhere, or when a holder lacks a share, every response is read.
+        """
+        enough = self.setup.threshold + 1
+        if self.setup.graph.is_full and len(responses) > enough + 1:
+            first = dict(sorted(responses.items())[: enough + 1])
+            held = self._gather(first, kind)
+            if (held.spans(owners)[1] >= enough).all():
+                return held
+        return self._gather(responses, kind)
 
     def _gather(self, responses: Mapping[int, UnmaskingResponse], kind: str) -> _Holdings:
         """Every share of one kind (``self-mask seed`` or ``key seed``) in the responses."""
@@ -1045,7 +1065,8 @@ class Server:
         if not owners:
             return {}
         rows = starts[:, None] + np.arange(threshold)
-        secrets = shamir.reconstruct(held.xs[rows], held.shares[rows])
+        # np.take copies whole rows (~3x faster than fancy indexing of a 2-D array).
+        secrets = shamir.reconstruct(held.xs.take(rows), held.shares.take(rows, axis=0))
         out: dict[int, bytes] = {}
         for owner, secret, start, count in zip(owners, secrets, starts.tolist(),
                                                counts.tolist(), strict=True):
@@ -1091,12 +1112,13 @@ class Server:
         alive = frozenset(survivors)
         dropped = sorted(v for v in self.dealt if v not in alive and graph.neighbours(v) & alive)
         self.altered = {}
+        owners = sorted(alive)
         self_seeds = self._reconstruct(
-            "self-mask seed", sorted(alive), self._gather(responses, "self-mask seed")
+            "self-mask seed", owners, self._holdings(responses, "self-mask seed", owners)
         )
         # Without a dropout no key seed is needed, and the key shares are not read at all.
         key_seeds = (
-            self._reconstruct("key seed", dropped, self._gather(responses, "key seed"))
+            self._reconstruct("key seed", dropped, self._holdings(responses, "key seed", dropped))
             if dropped else {}
         )
         return self_seeds, key_seeds

@@ -272,8 +272,10 @@ def _leave_one_out(base: np.ndarray, rows: np.ndarray) -> np.ndarray:
     point of a row is Σ B − Σ row."""
     full = _direct_coefficients(base[None])[0]
     missing = int(base.sum()) - rows.sum(axis=1)
+    # A row's i-th point is the base's i-th before the missing point and its (i + 1)-th after.
+    index = np.arange(rows.shape[1]) + (rows > missing[:, None])
     factors = (missing[:, None] - rows) % PRIME * _inverses()[missing][:, None] % PRIME
-    out: np.ndarray = full[np.searchsorted(base, rows)] * factors % PRIME
+    out: np.ndarray = full[index] * factors % PRIME
     return out
 
 
@@ -313,14 +315,15 @@ def reconstruct(xs: np.ndarray, shares: np.ndarray) -> list[bytes | None]:
         raise ValueError(f"shares {shares.shape[:2]} do not match x-coordinates {xs.shape}")
     limbs = _limb_count(shares.shape[2])
     coefficients = lagrange_at_zero(xs)
-    # Σ_i λ_i y_i with y = low + 2^16·high (the share encoding), as two batched float64
-    # products: every term is below 2^33 and a sum has at most 2^16 terms, so both are exact.
+    # Σ_i λ_i y_i as one batched float64 product: λ_i < 2^17 and y_i ≤ 2^16, so every term is
+    # below 2^34 and a sum of at most 2^16 of them below 2^50: exact.
     weights = coefficients.astype(np.float64)[:, None, :]
-    low = np.ascontiguousarray(shares[..., : 2 * limbs]).view("<u2").astype(np.float64)
-    high = np.unpackbits(shares[..., 2 * limbs :], axis=-1, count=limbs, bitorder="little")
-    low_sum = np.fmod(np.matmul(weights, low)[:, 0], PRIME).astype(np.int64)
-    high_sum = np.fmod(np.matmul(weights, high.astype(np.float64))[:, 0], PRIME).astype(np.int64)
-    secrets = (low_sum + (high_sum << 16)) % PRIME
+    # The elements low + 2^16·high (decode_elements), built in float64 directly.
+    values = np.unpackbits(shares[..., 2 * limbs :], axis=-1, count=limbs,
+                           bitorder="little").astype(np.float64)
+    values *= 1 << 16
+    values += np.ascontiguousarray(shares[..., : 2 * limbs]).view("<u2")
+    secrets = np.fmod(np.matmul(weights, values)[:, 0], PRIME).astype(np.int64)
     # A limb beyond 16 bits marks its row as wrong; the rest are cut from one buffer.
     wrong = (secrets > 0xFFFF).any(axis=1).tolist()
     width = 2 * limbs

@@ -338,6 +338,25 @@ def test_share_keys_from_a_client_outside_the_round_is_refused() -> None:
         rnd.server.route_shares(dealt)
 
 
+def _without_share_of(response, owner: int):  # type: ignore[no-untyped-def]
+    keep = response.self_mask_owners != owner
+    return _with_self_mask_shares(response, response.self_mask_owners[keep].tolist(),
+                                  response.self_mask_shares[keep])
+
+
+def test_holders_lacking_shares_send_the_server_past_the_first_responses() -> None:
+    # Complete graph, t = 3: the first t + 2 = 5 responses (clients 0-4) hold four shares of
+    # client 5, enough to read no further. Here holders 1, 2 and 3 lack theirs (as if the
+    # server had withheld them), so the prefix holds two, fewer than t: the later responses
+    # must be read (holders 0, 4, 6), or the round would abort.
+    rnd, _, survivors, total = _round_until_unmasking(threshold=3, n=8)
+    responses = rnd.unmasking_responses(survivors)
+    honest = rnd.server.unmask(total, survivors, responses, rnd.masks)
+    lacking = {**responses, **{h: _without_share_of(responses[h], 5) for h in (1, 2, 3)}}
+    assert rnd.server.unmask(total, survivors, lacking, rnd.masks).tolist() == honest.tolist()
+    assert honest.tolist() == [36] * 8
+
+
 def test_the_round_reports_the_holder_that_altered_shares() -> None:
     ring = Ring(32)
     clients = list(range(6))
