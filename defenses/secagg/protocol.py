@@ -1051,8 +1051,8 @@ class Server:
 
     def _reconstruct(self, kind: str, owners: list[int], held: _Holdings) -> dict[int, bytes]:
         """The ``kind`` secrets of ``owners``: all at once from each owner's first t holders
-        (one set of Lagrange coefficients per set of holders), then each failed commitment
-        retried with the spare shares."""
+        (:func:`.shamir.reconstruct`), then each failed commitment retried with the spare
+        share."""
         threshold = self.setup.threshold
         starts, counts = held.spans(owners)
         short = np.flatnonzero(counts < threshold)
