@@ -14,7 +14,7 @@ a share of an L-byte secret travels as the L bytes of its low halves plus one bi
 ``share_bytes(16) == 17``.
 
 Reconstruction computes the Lagrange coefficients at 0 of every secret's holders at once, as
-sums of discrete logs, and applies them to all secrets in two batched products
+sums of discrete logs, and applies them to all secrets in one batched product
 (:func:`reconstruct`); one set shared by every secret is computed once, and sets that all
 lie inside one set of t + 1 points — the complete graph, where each owner's first t holders
 are the first t + 1 answering clients but itself — get theirs from that set's in O(t) each. A
@@ -128,11 +128,16 @@ def encode_elements(elements: np.ndarray) -> np.ndarray:
     return np.concatenate([low, high], axis=-1)
 
 
-def decode_elements(raw: np.ndarray, limbs: int) -> np.ndarray:
-    """The inverse of :func:`encode_elements`: share bytes (…, S) → elements (…, limbs)."""
-    low = np.ascontiguousarray(raw[..., : 2 * limbs]).view("<u2").astype(np.int64)
-    high = np.unpackbits(raw[..., 2 * limbs :], axis=-1, count=limbs, bitorder="little")
-    return low | (high.astype(np.int64) << 16)
+def decode_elements(
+    raw: np.ndarray, limbs: int, dtype: type[np.integer] | type[np.floating] = np.int64
+) -> np.ndarray:
+    """The inverse of :func:`encode_elements`: share bytes (…, S) → elements (…, limbs), as
+    ``dtype`` (float64 for exact BLAS products: every element is at most 2^16)."""
+    elements = np.unpackbits(raw[..., 2 * limbs :], axis=-1, count=limbs,
+                             bitorder="little").astype(dtype)
+    elements *= 1 << 16
+    elements += np.ascontiguousarray(raw[..., : 2 * limbs]).view("<u2")
+    return elements
 
 
 def _secret_bytes(limbs: np.ndarray) -> bytes | None:
@@ -318,11 +323,7 @@ def reconstruct(xs: np.ndarray, shares: np.ndarray) -> list[bytes | None]:
     # Σ_i λ_i y_i as one batched float64 product: λ_i < 2^17 and y_i ≤ 2^16, so every term is
     # below 2^34 and a sum of at most 2^16 of them below 2^50: exact.
     weights = coefficients.astype(np.float64)[:, None, :]
-    # The elements low + 2^16·high (decode_elements), built in float64 directly.
-    values = np.unpackbits(shares[..., 2 * limbs :], axis=-1, count=limbs,
-                           bitorder="little").astype(np.float64)
-    values *= 1 << 16
-    values += np.ascontiguousarray(shares[..., : 2 * limbs]).view("<u2")
+    values = decode_elements(shares, limbs, np.float64)
     secrets = np.fmod(np.matmul(weights, values)[:, 0], PRIME).astype(np.int64)
     # A limb beyond 16 bits marks its row as wrong; the rest are cut from one buffer.
     wrong = (secrets > 0xFFFF).any(axis=1).tolist()

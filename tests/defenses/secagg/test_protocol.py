@@ -322,7 +322,7 @@ def test_positions_are_each_members_index_and_minus_one_for_strangers(
 ) -> None:
     # Compact ids take the table path, spread ones the binary search; both must agree with a
     # plain dictionary, strangers included (just outside the table's range too).
-    ids = sorted(range(min(members), min(members) + len(members))) if compact else sorted(members)
+    ids = list(range(min(members), min(members) + len(members))) if compact else sorted(members)
     setup = RoundSetup(0, Ring(32), Graph.full(ids), threshold=1)
     index = {c: i for i, c in enumerate(ids)}
     asked = [*ids, *probes, ids[0] - 1, ids[-1] + 1]
